@@ -1,0 +1,119 @@
+"""The experiment config: one dataclass, with the checks a JSON schema cannot express.
+
+Every field has the name it has in `config/config.yaml`, in the loss CSV and in the README.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+AUTO_SWITCH = ("auto", "on", "off")
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# fields that change how a run is executed or saved, never what it computes
+EXECUTION_ONLY = ("num_workers", "state_every", "keep_states", "gpus")
+
+
+@dataclass
+class TrainConfig:
+    # model and diffusion
+    hidden_size: int = 128
+    num_timesteps: int = 1000
+    beta1: float = 1e-4
+    beta2: float = 0.02
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    batch_size: int = 128
+    epochs: int = 100
+    warmup_steps: int = 0
+    grad_clip: float | None = None  # max global gradient norm; None: no clipping
+    ema_decay: float | None = 0.999  # None: no EMA
+    flip: bool = False
+    seed: int = 0
+    # where and how fast
+    device: str = "auto"
+    gpus: int = 1  # >1: DistributedDataParallel under torchrun
+    num_workers: int = 0  # host-side batch gathering workers when the data stays on the host
+    data_on_device: str = "auto"  # keep the uint8 dataset on the GPU
+    amp: str = "auto"  # bf16 autocast (CUDA)
+    channels_last: str = "auto"  # NHWC memory format (CUDA)
+    compile: bool = False  # torch.compile the network
+    log_every: int = 1  # steps between loss syncs and CSV rows
+    # checkpoints and resume
+    checkpoint_epochs: list[int] = field(default_factory=list)
+    state_every: int = 500  # steps between resume states
+    keep_states: int = 2
+
+    def __post_init__(self):
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("device", self.device, DEVICES)
+        for name in ("data_on_device", "amp", "channels_last"):
+            _check_choice(name, getattr(self, name), AUTO_SWITCH)
+        if not isinstance(self.hidden_size, int) or self.hidden_size <= 0 or self.hidden_size % 8:
+            raise ValueError(f"hidden_size must be a positive multiple of 8 (GroupNorm uses 8 groups), got {self.hidden_size!r}")
+        for name in ("num_timesteps", "batch_size", "epochs", "log_every", "state_every", "keep_states", "gpus"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("warmup_steps", "num_workers", "seed"):
+            _check_int(name, getattr(self, name), minimum=0)
+        _check_positive("lr", self.lr)
+        if not (0.0 < self.beta1 < self.beta2 < 1.0):
+            raise ValueError(f"beta1 and beta2 must satisfy 0 < beta1 < beta2 < 1, got {self.beta1!r}, {self.beta2!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.grad_clip is not None:
+            _check_positive("grad_clip", self.grad_clip)
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) or null for no EMA, got {self.ema_decay!r}")
+        bad = [e for e in self.checkpoint_epochs if not isinstance(e, int) or not 1 <= e <= self.epochs]
+        if bad:
+            raise ValueError(f"checkpoint epochs {bad} are outside 1..epochs (epochs = {self.epochs})")
+        self.checkpoint_epochs = sorted(set(self.checkpoint_epochs))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes what training computes."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_experiment_name(name: str) -> str:
+    """Experiment names become paths: letters, digits, '_', '-', '.' only, no leading dot."""
+    if not isinstance(name, str) or not EXPERIMENT_NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"experiment name {name!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit (no spaces, path separators, '..' or shell characters)"
+        )
+    return name
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _check_int(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")

@@ -1,0 +1,108 @@
+"""Datasets prepared once into uint8 arrays, then kept as tensors and augmented on the device.
+
+A prepared dataset is a folder holding `images.npy` (uint8, N x C x H x W), `labels.npy` (int64, N)
+where the dataset has labels, and `info.json` (name, count, shape).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddpm.checkpoint import atomic_write
+
+DATASETS = ("digits", "cifar10", "folder")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def prepare_dataset(name: str, out_dir: str | Path, path: str | Path | None = None,
+                    image_size: int | None = None, channels: int = 3) -> dict:
+    """Write `name` into `out_dir` as uint8 arrays; returns the dataset's info."""
+    out_dir = Path(out_dir)
+    if name == "digits":
+        images, labels = _digits()
+    elif name == "cifar10":
+        images, labels = _cifar10(out_dir / "download")
+    elif name == "folder":
+        images, labels = _folder(path, image_size, channels), None
+    else:
+        raise ValueError(f"dataset.name must be one of {DATASETS}, got {name!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "images.npy", lambda f: np.save(f, images))
+    if labels is not None:
+        atomic_write(out_dir / "labels.npy", lambda f: np.save(f, labels.astype(np.int64)))
+    info = {"name": name, "num_images": int(images.shape[0]), "channels": int(images.shape[1]),
+            "image_size": int(images.shape[2]), "labelled": labels is not None}
+    atomic_write(out_dir / "info.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
+    return info
+
+
+def load_dataset(data_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prepared uint8 images (N, C, H, W) and labels (N,) or None."""
+    data_dir = Path(data_dir)
+    images = torch.from_numpy(np.load(data_dir / "images.npy"))
+    labels_file = data_dir / "labels.npy"
+    labels = torch.from_numpy(np.load(labels_file)) if labels_file.exists() else None
+    return images, labels
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (values 0..16) as 1x8x8 uint8 images."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return images, digits.target
+
+
+def _cifar10(download_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10's training split through torchvision, which checks the archive's MD5."""
+    from torchvision.datasets import CIFAR10
+
+    dataset = CIFAR10(str(download_dir), train=True, download=True)
+    return np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)), np.asarray(dataset.targets)
+
+
+def _folder(path: str | Path | None, image_size: int | None, channels: int) -> np.ndarray:
+    """Every PNG/JPEG under `path` (recursively), all of one size, resized to image_size x image_size."""
+    from PIL import Image
+
+    if path is None or not Path(path).is_dir():
+        raise ValueError(f"dataset.path must be an existing folder of images, got {str(path)!r}")
+    if image_size is None:
+        raise ValueError("dataset.image_size is required for dataset 'folder'")
+    if channels not in (1, 3):
+        raise ValueError(f"dataset.channels must be 1 or 3, got {channels!r}")
+    files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"dataset.path {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    mode = "L" if channels == 1 else "RGB"
+    images, first_size = [], None
+    for file in files:
+        with Image.open(file) as image:
+            first_size = first_size or (image.size, file)
+            if image.size != first_size[0]:
+                raise ValueError(
+                    f"dataset.path {str(path)!r} mixes image sizes: {first_size[1].name} is "
+                    f"{first_size[0][0]}x{first_size[0][1]} but {file.name} is {image.size[0]}x{image.size[1]}"
+                )
+            image = image.convert(mode).resize((image_size, image_size), Image.Resampling.BICUBIC)
+            images.append(np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels))
+    return np.stack(images).transpose(0, 3, 1, 2).copy()
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] (clamped) -> uint8 [0, 255]."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2, as one batched operation on its device."""
+    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)

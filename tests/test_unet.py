@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from ddpm.unet import UNet
+from tests.conftest import DEVICES
+
+
+def test_course_parameter_count():
+    assert sum(p.numel() for p in UNet(3, 3, hidden_size=128).parameters()) == 11_349_635
+
+
+@pytest.mark.parametrize("image_size", [8, 16, 32, 64, 128, 256])
+def test_every_power_of_two_size(image_size):
+    unet = UNet(1, 1, hidden_size=8, image_size=image_size)
+    x = torch.randn(2, 1, image_size, image_size)
+    assert unet(x, torch.rand(2)).shape == x.shape
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_default_model_takes_multiples_of_32_like_the_course(size):
+    x = torch.randn(2, 3, size, size)
+    assert UNet(3, 3, hidden_size=8)(x, torch.rand(2)).shape == x.shape
+
+
+@pytest.mark.parametrize("hidden_size", [12, 0, -8, 8.0])
+def test_hidden_size_groupnorm_cannot_divide(hidden_size):
+    with pytest.raises(ValueError, match="hidden_size must be a positive multiple of 8"):
+        UNet(3, 3, hidden_size=hidden_size)
+
+
+def test_unsupported_image_size():
+    with pytest.raises(ValueError, match=r"image_size must be one of \(8, 16, 32, 64, 128, 256\)"):
+        UNet(3, 3, hidden_size=8, image_size=24)
+
+
+def test_input_that_does_not_fit_the_bottleneck():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        UNet(3, 3, hidden_size=8)(torch.randn(1, 3, 16, 16), torch.rand(1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_time_embedding_is_per_sample(device):
+    """Homework bug 4: each sample's output depends on its own timestep only."""
+    unet = UNet(3, 3, hidden_size=16).to(device)
+    x = torch.randn(1, 3, 32, 32, device=device).repeat(3, 1, 1, 1)
+    t = torch.tensor([0.1, 0.5, 0.9], device=device)
+    batched = unet(x, t)
+    for i in range(3):
+        torch.testing.assert_close(batched[i : i + 1], unet(x[i : i + 1], t[i : i + 1]), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(batched[0], batched[2], atol=1e-4)  # the timestep matters
+    # a timestep given as (B, 1), as the course's sampler passes it, means the same
+    torch.testing.assert_close(unet(x, t[:, None]), batched)
