@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -31,6 +32,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def publish(source: str | Path, target: str | Path) -> Path:
+    """Copy `source` to `target` atomically."""
+    with open(source, "rb") as f:
+        return atomic_write(target, lambda out: shutil.copyfileobj(f, out))
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> Path:

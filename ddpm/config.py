@@ -117,3 +117,38 @@ def _check_int(name, value, minimum):
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+def experiment_configs(workflow_config: dict) -> dict[str, TrainConfig]:
+    """One TrainConfig per experiment: `defaults`, then the experiment's overrides, checkpointing
+    at every `sample_epochs` entry. Raises ValueError naming the experiment and the field."""
+    sample_epochs = workflow_config["sample_epochs"]
+    experiments = {}
+    for name, overrides in workflow_config["experiments"].items():
+        check_experiment_name(name)
+        values = {**workflow_config.get("defaults", {}), **(overrides or {})}
+        epochs = values.get("epochs", TrainConfig.epochs)
+        beyond = [e for e in sample_epochs if isinstance(epochs, int) and e > epochs]
+        if beyond:
+            raise ValueError(f"experiment {name!r}: sample_epochs {beyond} are beyond its epochs ({epochs})")
+        try:
+            experiments[name] = TrainConfig.from_dict({**values, "checkpoint_epochs": list(sample_epochs)})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"experiment {name!r}: {error}") from None
+    return experiments
+
+
+def differing_fields(configs: dict[str, TrainConfig]) -> list[str]:
+    """The fields whose values are not the same in every config (what the experiments compare)."""
+    dicts = [c.to_dict() for c in configs.values()]
+    return [k for k in dicts[0] if any(d[k] != dicts[0][k] for d in dicts[1:])] if dicts else []
+
+
+def experiment_labels(configs: dict[str, TrainConfig]) -> dict[str, str]:
+    """'name (lr=0.002, optimizer=adam)': each experiment's name and the values that set it apart."""
+    differing = differing_fields(configs)
+    labels = {}
+    for name, config in configs.items():
+        values = ", ".join(f"{k}={getattr(config, k)}" for k in differing)
+        labels[name] = f"{name} ({values})" if values else name
+    return labels

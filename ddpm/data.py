@@ -20,14 +20,13 @@ def prepare_dataset(name: str, out_dir: str | Path, path: str | Path | None = No
                     image_size: int | None = None, channels: int = 3) -> dict:
     """Write `name` into `out_dir` as uint8 arrays; returns the dataset's info."""
     out_dir = Path(out_dir)
+    check_dataset(name, path, image_size, channels)
     if name == "digits":
         images, labels = _digits()
     elif name == "cifar10":
         images, labels = _cifar10(out_dir / "download")
-    elif name == "folder":
-        images, labels = _folder(path, image_size, channels), None
     else:
-        raise ValueError(f"dataset.name must be one of {DATASETS}, got {name!r}")
+        images, labels = _folder(path, image_size, channels), None
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "images.npy", lambda f: np.save(f, images))
     if labels is not None:
@@ -64,10 +63,16 @@ def _cifar10(download_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)), np.asarray(dataset.targets)
 
 
-def _folder(path: str | Path | None, image_size: int | None, channels: int) -> np.ndarray:
-    """Every PNG/JPEG under `path` (recursively), all of one size, resized to image_size x image_size."""
+def check_dataset(name: str, path: str | Path | None = None, image_size: int | None = None,
+                  channels: int = 3) -> list[Path]:
+    """Refuse a dataset config that cannot be prepared, before any work starts; returns the
+    folder dataset's image files (reading only their headers)."""
     from PIL import Image
 
+    if name not in DATASETS:
+        raise ValueError(f"dataset.name must be one of {DATASETS}, got {name!r}")
+    if name != "folder":
+        return []
     if path is None or not Path(path).is_dir():
         raise ValueError(f"dataset.path must be an existing folder of images, got {str(path)!r}")
     if image_size is None:
@@ -77,8 +82,7 @@ def _folder(path: str | Path | None, image_size: int | None, channels: int) -> n
     files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"dataset.path {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    mode = "L" if channels == 1 else "RGB"
-    images, first_size = [], None
+    first_size = None
     for file in files:
         with Image.open(file) as image:
             first_size = first_size or (image.size, file)
@@ -87,6 +91,18 @@ def _folder(path: str | Path | None, image_size: int | None, channels: int) -> n
                     f"dataset.path {str(path)!r} mixes image sizes: {first_size[1].name} is "
                     f"{first_size[0][0]}x{first_size[0][1]} but {file.name} is {image.size[0]}x{image.size[1]}"
                 )
+    return files
+
+
+def _folder(path: str | Path, image_size: int, channels: int) -> np.ndarray:
+    """Every PNG/JPEG under `path` (recursively), all of one size, resized to image_size x image_size."""
+    from PIL import Image
+
+    files = check_dataset("folder", path, image_size, channels)
+    mode = "L" if channels == 1 else "RGB"
+    images = []
+    for file in files:
+        with Image.open(file) as image:
             image = image.convert(mode).resize((image_size, image_size), Image.Resampling.BICUBIC)
             images.append(np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels))
     return np.stack(images).transpose(0, 3, 1, 2).copy()

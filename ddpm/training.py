@@ -1,7 +1,9 @@
 """Train a DiffusionModel from a TrainConfig: exact resume, EMA, CSV log, fast GPU path, DDP.
 
-One GPU or CPU:   train(config, images, run_dir, state_dir)
-N GPUs, one node: torchrun --standalone --nproc_per_node=N scripts/train.py ...  (init_distributed())
+In Python:        train(config, images, run_dir, state_dir)
+One GPU or CPU:   python -m ddpm.training --config c.json --data data/cifar10 --run-dir results/x --state-dir results/resume/x
+N GPUs, one node: torchrun --standalone --nproc_per_node=N -m ddpm.training --config c.json ...
+(the workflow does this for an experiment with `gpus: N`; see run_experiment)
 The resume state holds everything that decides the next step, so a run killed at any moment and
 restarted gives bit-identical weights and loss CSV on the CPU.
 """
@@ -10,9 +12,13 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 import random
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +28,9 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ddpm.checkpoint import ResumeStore, atomic_write, save_checkpoint
+from ddpm.checkpoint import ResumeStore, atomic_write, publish, save_checkpoint
 from ddpm.config import TrainConfig
-from ddpm.data import random_hflip, to_model_range
+from ddpm.data import load_dataset, random_hflip, to_model_range
 from ddpm.diffusion import DiffusionModel
 from ddpm.unet import UNet
 
@@ -148,8 +154,13 @@ def train(
     state_dir: str | Path,
     log=print,
 ) -> DiffusionModel:
-    """Train on uint8 `images` (N, C, H, W). Writes run_dir/losses.csv and
-    run_dir/checkpoints/epoch_<E>.pt; keeps resume states in state_dir until training ends."""
+    """Train on uint8 `images` (N, C, H, W); returns the model, holding the EMA weights if kept.
+
+    Everything in progress lives in `state_dir` (resume states, the growing loss CSV, the epoch
+    checkpoints), so a workflow manager that deletes a failed job's outputs loses nothing. Once
+    training ends they are published atomically as run_dir/losses.csv and
+    run_dir/checkpoints/epoch_<E>.pt, and the resume states are removed.
+    """
     run_dir, state_dir = Path(run_dir), Path(state_dir)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     is_main = rank == 0
@@ -217,7 +228,7 @@ def train(
                 "config": config.to_dict(), "channels": channels, "image_size": image_size,
                 "epoch": epoch, "step": step, "model": model.state_dict(),
                 "ema": ema.module.state_dict() if ema is not None else None,
-            }, run_dir / "checkpoints" / f"epoch_{epoch}.pt")
+            }, state_dir / "checkpoints" / f"epoch_{epoch}.pt")
 
     total_steps = config.epochs * steps_per_epoch
     local_batch = config.batch_size // world
@@ -279,12 +290,45 @@ def train(
 
     if is_main:
         loss_log.close()
-        csv_text = (state_dir / "losses.csv").read_bytes()
-        atomic_write(run_dir / "losses.csv", lambda f: f.write(csv_text))
-        store.clear()
+        for epoch in config.checkpoint_epochs:
+            publish(state_dir / "checkpoints" / f"epoch_{epoch}.pt", run_dir / "checkpoints" / f"epoch_{epoch}.pt")
+        publish(state_dir / "losses.csv", run_dir / "losses.csv")
+        shutil.rmtree(state_dir)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
     return model
+
+
+def run_experiment(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, state_dir: str | Path) -> None:
+    """Train one experiment: in this process, or with `config.gpus` processes under torchrun (DDP)."""
+    run_dir = Path(run_dir)
+    config_file = atomic_write(run_dir / "train_config.json", lambda f: f.write(json.dumps(config.to_dict()).encode()))
+    arguments = ["--config", str(config_file), "--data", str(data_dir), "--run-dir", str(run_dir), "--state-dir", str(state_dir)]
+    if config.gpus > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.gpus}"]
+        subprocess.run([*launcher, "-m", "ddpm.training", *arguments], check=True)
+    else:
+        main(arguments)
+    config_file.unlink()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m ddpm.training --config C.json --data DIR --run-dir DIR --state-dir DIR (what torchrun runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="a JSON file of TrainConfig fields")
+    parser.add_argument("--data", required=True, help="a prepared dataset folder (ddpm.data.prepare_dataset)")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+    init_distributed()
+    try:
+        train(config, load_dataset(args.data)[0], args.run_dir, args.state_dir, log=lambda m: print(m, flush=True))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _switch(value: str, cuda: bool) -> bool:
@@ -298,3 +342,7 @@ def _fingerprint(config: TrainConfig, images: torch.Tensor) -> str:
     digest.update(str(tuple(images.shape)).encode())
     digest.update(images.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Glue between Snakemake's jobs and the package: job logs and the long-format tables."""
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ddpm.checkpoint import atomic_write
+from ddpm.config import TrainConfig
+
+
+@contextlib.contextmanager
+def logged_to(log_path: str | Path):
+    """Send everything the job prints (stdout, stderr, progress bars, tracebacks) to its log file."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            yield
+        except BaseException:
+            import traceback
+
+            traceback.print_exc(file=log)
+            raise
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
+
+
+def aggregate_losses(loss_csvs: dict[str, str | Path], out: str | Path) -> pd.DataFrame:
+    """Every experiment's losses.csv as one long table: experiment, step, epoch, loss, ..."""
+    frames = [pd.read_csv(path, dtype={"loss": float}).assign(experiment=name) for name, path in loss_csvs.items()]
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame[["experiment", *[c for c in frame.columns if c != "experiment"]]]
+    write_csv(frame, out)
+    return frame
+
+
+def aggregate_metrics(metric_jsons: list[str | Path], out: str | Path) -> pd.DataFrame:
+    """Every results/<exp>/metrics/epoch_<E>.json as one row, sorted by experiment and epoch."""
+    rows = [json.loads(Path(path).read_text()) for path in metric_jsons]
+    frame = pd.DataFrame(rows).sort_values(["experiment", "epoch"], ignore_index=True)
+    write_csv(frame, out)
+    return frame
+
+
+def print_environment() -> None:
+    """One line naming the interpreter and torch build, for the job log."""
+    import torch
+
+    print(f"python {sys.version.split()[0]}, torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
+
+
+def save_array(array: np.ndarray, path: str | Path) -> None:
+    atomic_write(path, lambda f: np.save(f, array))
+
+
+def write_resolved_config(path: str | Path, experiment: str, dataset: dict, config: TrainConfig) -> None:
+    """What one experiment actually ran with: its name, the dataset and every TrainConfig field."""
+    resolved = {"experiment": experiment, "dataset": dataset, "train": config.to_dict()}
+    atomic_write(path, lambda f: f.write(yaml.safe_dump(resolved, sort_keys=False).encode()))

@@ -1,0 +1,22 @@
+"""Sample from one checkpoint: the raw uint8 array and a PNG grid (ddpm.sampling, ddpm.plots)."""
+
+import torch
+
+from ddpm.plots import save_grid
+from ddpm.sampling import sample_checkpoint
+from ddpm.workflow import logged_to, print_environment, save_array
+
+with logged_to(snakemake.log[0]):
+    print_environment()
+    torch.set_num_threads(snakemake.threads)
+    sampling = snakemake.params.sampling
+    images = sample_checkpoint(
+        snakemake.input.checkpoint,
+        num_samples=sampling["num_samples"],
+        steps=sampling["ddim_steps"] if sampling["sampler"] == "ddim" else None,
+        seed=sampling["seed"],
+        batch_size=sampling["batch_size"],
+        device=snakemake.params.device,
+    )
+    save_array(images.numpy(), snakemake.output.array)
+    save_grid(images[: sampling["grid_size"]], snakemake.output.grid, upscale=max(1, 32 // images.shape[-1]))

@@ -1,0 +1,17 @@
+"""Train one experiment (ddpm.training.run_experiment) and record its resolved config."""
+
+from pathlib import Path
+
+import torch
+
+from ddpm.config import TrainConfig
+from ddpm.training import run_experiment
+from ddpm.workflow import logged_to, print_environment, write_resolved_config
+
+with logged_to(snakemake.log[0]):
+    print_environment()
+    torch.set_num_threads(snakemake.threads)
+    config = TrainConfig.from_dict(snakemake.params.config)
+    run_dir = Path(snakemake.output.losses).parent
+    run_experiment(config, Path(snakemake.input.images).parent, run_dir, snakemake.params.state_dir)
+    write_resolved_config(snakemake.output.config, snakemake.wildcards.exp, snakemake.params.dataset, config)

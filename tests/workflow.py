@@ -1,0 +1,32 @@
+"""Running the real `snakemake` on small configs in temporary folders."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
+
+
+def tiny_config(**changes) -> dict:
+    """The tiny test config with top-level sections replaced or updated."""
+    config = yaml.safe_load(TINY.read_text())
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`snakemake --cores 1` in `workdir` with the tiny config (or `config`), capturing its output."""
+    configfile = TINY
+    if config is not None:
+        configfile = workdir / "config.yaml"
+        workdir.mkdir(parents=True, exist_ok=True)
+        configfile.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(configfile), "--cores", "1", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    result.output = result.stdout + result.stderr
+    return result
