@@ -85,7 +85,12 @@ class ResumeStore:
         return path
 
     def latest(self, log: Callable[[str], object] = print) -> dict | None:
-        """The newest loadable state; damaged ones are reported through `log` and skipped."""
+        """The newest loadable state; damaged ones are reported through `log` and skipped.
+
+        Temporaries left by a write that was killed are removed first.
+        """
+        for leftover in self.directory.glob(".state_*.tmp") if self.directory.is_dir() else ():
+            leftover.unlink(missing_ok=True)
         for step in reversed(self.steps()):
             try:
                 return load_checkpoint(self.path(step))
