@@ -17,8 +17,7 @@ min_version("9.0")
 # The scripts import the `ddpm` package that sits beside this Snakefile (also inside conda envs).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
-from ddpm.config import experiment_configs, experiment_labels
-from ddpm.data import check_dataset
+from ddpm.config import check_dataset, experiment_configs, experiment_labels
 
 
 if not config:

@@ -8,7 +8,10 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+DATASETS = ("digits", "cifar10", "folder")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 AUTO_SWITCH = ("auto", "on", "off")
@@ -92,6 +95,37 @@ class TrainConfig:
         """A hash of everything that changes what training computes."""
         relevant = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_dataset(name: str, path: str | Path | None = None, image_size: int | None = None,
+                  channels: int = 3) -> list[Path]:
+    """Refuse a dataset config that cannot be prepared, before any work starts; returns the
+    folder dataset's image files (reading only their headers)."""
+    from PIL import Image
+
+    if name not in DATASETS:
+        raise ValueError(f"dataset.name must be one of {DATASETS}, got {name!r}")
+    if name != "folder":
+        return []
+    if path is None or not Path(path).is_dir():
+        raise ValueError(f"dataset.path must be an existing folder of images, got {str(path)!r}")
+    if image_size is None:
+        raise ValueError("dataset.image_size is required for dataset 'folder'")
+    if channels not in (1, 3):
+        raise ValueError(f"dataset.channels must be 1 or 3, got {channels!r}")
+    files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"dataset.path {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    first_size = None
+    for file in files:
+        with Image.open(file) as image:
+            first_size = first_size or (image.size, file)
+            if image.size != first_size[0]:
+                raise ValueError(
+                    f"dataset.path {str(path)!r} mixes image sizes: {first_size[1].name} is "
+                    f"{first_size[0][0]}x{first_size[0][1]} but {file.name} is {image.size[0]}x{image.size[1]}"
+                )
+    return files
 
 
 def check_experiment_name(name: str) -> str:

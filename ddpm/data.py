@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from ddpm.checkpoint import atomic_write
+from ddpm.config import check_dataset
 
-DATASETS = ("digits", "cifar10", "folder")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def prepare_dataset(name: str, out_dir: str | Path, path: str | Path | None = None,
@@ -61,37 +60,6 @@ def _cifar10(download_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
     dataset = CIFAR10(str(download_dir), train=True, download=True)
     return np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)), np.asarray(dataset.targets)
-
-
-def check_dataset(name: str, path: str | Path | None = None, image_size: int | None = None,
-                  channels: int = 3) -> list[Path]:
-    """Refuse a dataset config that cannot be prepared, before any work starts; returns the
-    folder dataset's image files (reading only their headers)."""
-    from PIL import Image
-
-    if name not in DATASETS:
-        raise ValueError(f"dataset.name must be one of {DATASETS}, got {name!r}")
-    if name != "folder":
-        return []
-    if path is None or not Path(path).is_dir():
-        raise ValueError(f"dataset.path must be an existing folder of images, got {str(path)!r}")
-    if image_size is None:
-        raise ValueError("dataset.image_size is required for dataset 'folder'")
-    if channels not in (1, 3):
-        raise ValueError(f"dataset.channels must be 1 or 3, got {channels!r}")
-    files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"dataset.path {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    first_size = None
-    for file in files:
-        with Image.open(file) as image:
-            first_size = first_size or (image.size, file)
-            if image.size != first_size[0]:
-                raise ValueError(
-                    f"dataset.path {str(path)!r} mixes image sizes: {first_size[1].name} is "
-                    f"{first_size[0][0]}x{first_size[0][1]} but {file.name} is {image.size[0]}x{image.size[1]}"
-                )
-    return files
 
 
 def _folder(path: str | Path, image_size: int, channels: int) -> np.ndarray:
