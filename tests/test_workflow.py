@@ -99,6 +99,8 @@ BAD_CONFIGS = [
     ("missing folder", {"dataset": {"name": "folder", "path": "/no/such/folder", "image_size": 8}},
      "dataset.path must be an existing folder"),
     ("folder without image_size", {"dataset": {"name": "folder", "path": "."}}, "'image_size' is a required property"),
+    ("classifier on unlabelled images", {"dataset": {"name": "folder", "path": "tests", "image_size": 8},
+                                         "evaluation": {"extractor": "classifier"}}, "needs a labelled dataset"),
     ("experiment name with a path separator", {"experiments": {"a/b": {}}}, "a/b"),
     ("experiment name with shell characters", {"experiments": {"x;rm -rf ~": {}}}, "x;rm -rf ~"),
     ("experiment name ..", {"experiments": {"..": {}}}, ".."),

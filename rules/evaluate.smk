@@ -1,0 +1,85 @@
+# FID of each experiment's samples against the dataset (ddpm.metrics; Heusel et al. 2017).
+# config["evaluation"]: extractor ("classifier": a small CNN trained once on the dataset's labels, or "inception":
+# the standard FID InceptionV3) and num_reference (how many dataset images the reference statistics use; null: all).
+# Uses DATA and GPUS from the Snakefile; conda: and script: paths are relative to this file.
+
+EVAL_EXTRACTOR = config["evaluation"]["extractor"]
+EVAL_CLASSIFIER = "results/reference/classifier.pt"
+# one GPU for the evaluation jobs when any experiment trains on GPUs, else the CPU
+EVAL_GPUS = min(max(GPUS.values()), 1)
+EVAL_DEVICE = "auto" if EVAL_GPUS else "cpu"
+
+# the trained classifier, when the configured extractor is the classifier
+EVAL_INPUTS = {"classifier": EVAL_CLASSIFIER} if EVAL_EXTRACTOR == "classifier" else {}
+
+
+rule train_classifier:
+    input:
+        images=f"{DATA}/images.npy",
+    output:
+        EVAL_CLASSIFIER,
+    log:
+        "results/logs/reference/train_classifier.log",
+    benchmark:
+        "results/benchmarks/reference/train_classifier.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        gpu=EVAL_GPUS,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        device=EVAL_DEVICE,
+    script:
+        "../scripts/train_classifier.py"
+
+
+rule reference_stats:
+    input:
+        unpack(lambda wildcards: EVAL_INPUTS),
+        images=f"{DATA}/images.npy",
+    output:
+        f"results/reference/{EVAL_EXTRACTOR}_stats.pt",
+    log:
+        f"results/logs/reference/{EVAL_EXTRACTOR}_stats.log",
+    benchmark:
+        f"results/benchmarks/reference/{EVAL_EXTRACTOR}_stats.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        gpu=EVAL_GPUS,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        extractor=EVAL_EXTRACTOR,
+        num_reference=config["evaluation"]["num_reference"],
+        device=EVAL_DEVICE,
+    script:
+        "../scripts/reference_stats.py"
+
+
+rule evaluate:
+    input:
+        unpack(lambda wildcards: EVAL_INPUTS),
+        samples="results/{exp}/samples/epoch_{epoch}.npy",
+        reference=rules.reference_stats.output[0],
+    output:
+        "results/{exp}/metrics/epoch_{epoch}.json",
+    log:
+        "results/logs/evaluate/{exp}/epoch_{epoch}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{exp}/epoch_{epoch}.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        gpu=EVAL_GPUS,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        extractor=EVAL_EXTRACTOR,
+        device=EVAL_DEVICE,
+    script:
+        "../scripts/evaluate.py"

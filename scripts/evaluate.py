@@ -1,0 +1,20 @@
+"""FID of one experiment's samples at one epoch, as a JSON metric row (ddpm.metrics.evaluate_samples)."""
+
+import torch
+
+from ddpm.metrics import evaluate_samples
+from ddpm.workflow import logged_to, print_environment
+
+with logged_to(snakemake.log[0]):
+    print_environment()
+    torch.set_num_threads(snakemake.threads)
+    evaluate_samples(
+        snakemake.input.samples,
+        snakemake.input.reference,
+        snakemake.output[0],
+        snakemake.wildcards.exp,
+        int(snakemake.wildcards.epoch),
+        snakemake.params.extractor,
+        classifier=snakemake.input.get("classifier"),
+        device=snakemake.params.device,
+    )

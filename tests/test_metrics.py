@@ -1,0 +1,204 @@
+"""FID (ddpm.metrics): both extractors, the classifier, reference statistics and metric rows, all offline."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from ddpm.checkpoint import load_checkpoint, save_checkpoint
+from ddpm.config import TrainConfig
+from ddpm.data import load_dataset, prepare_dataset
+from ddpm.metrics import (Classifier, evaluate_samples, extract_features, feature_statistics, frechet_distance,
+                          load_extractor, reference_statistics, tf_bilinear_resize, train_classifier)
+from ddpm.sampling import generate
+from ddpm.training import build_model, train
+
+ROW_KEYS = {"experiment", "epoch", "fid", "extractor", "num_samples", "num_reference"}
+
+
+def quiet(message):
+    """A log function that drops messages."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tensors are small and the cores shared: one intra-op thread is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    prepare_dataset("digits", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def real(digits_dir):
+    return load_dataset(digits_dir)[0]
+
+
+@pytest.fixture(scope="module")
+def classifier_file(digits_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("reference") / "classifier.pt"
+    train_classifier(digits_dir, path, device="cpu", log=quiet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier_stats(digits_dir, classifier_file):
+    path = classifier_file.parent / "classifier_stats.pt"
+    reference_statistics(digits_dir, path, "classifier", classifier_file, device="cpu", log=quiet)
+    return path
+
+
+def noise_like(images, seed=1):
+    """Uniform random uint8 images of the same shape."""
+    return torch.randint(0, 256, images.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def halves(n, seed):
+    """Two disjoint random halves of range(n), as index tensors."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[: n // 2], order[n // 2:]
+
+
+def fid_of(*feature_sets):
+    """FID between two feature sets, expressed in an orthonormal basis of the span of their centred features.
+
+    That is a rotation plus dropping directions in which both sets have no variance and the means agree,
+    so the FID is unchanged, while the matrices shrink from d x d to at most (n_a + n_b) x (n_a + n_b).
+    """
+    stacked = torch.cat(feature_sets).double()
+    basis = torch.linalg.qr((stacked - stacked.mean(0)).T).Q
+    return frechet_distance(*(feature_statistics(f.double() @ basis) for f in feature_sets))
+
+
+def test_wrong_extractor_names_the_allowed_values(digits_dir, classifier_stats, tmp_path):
+    message = r"evaluation.extractor must be one of \['classifier', 'inception'\], got 'vgg'"
+    with pytest.raises(ValueError, match=message):
+        load_extractor("vgg")
+    with pytest.raises(ValueError, match=message):
+        reference_statistics(digits_dir, tmp_path / "stats.pt", "vgg", log=quiet)
+    with pytest.raises(ValueError, match=message):
+        evaluate_samples(tmp_path / "x.npy", classifier_stats, tmp_path / "row.json", "exp", 1, "vgg", log=quiet)
+    with pytest.raises(ValueError, match="extractor 'classifier' needs the classifier file"):
+        load_extractor("classifier")
+    assert not list(tmp_path.iterdir())
+
+
+def test_classifier_needs_labels(real, tmp_path):
+    np.save(tmp_path / "images.npy", real[:10].numpy())
+    with pytest.raises(ValueError, match="extractor 'classifier' needs a labelled dataset.*use 'inception'"):
+        train_classifier(tmp_path, tmp_path / "classifier.pt", device="cpu", log=quiet)
+
+
+def test_classifier_is_accurate_and_seeded(digits_dir, classifier_file, tmp_path):
+    saved = load_checkpoint(classifier_file)  # weights_only=True
+    assert saved["val_accuracy"] > 0.9
+    assert (saved["num_train"], saved["num_val"]) == (1438, 359)
+    assert saved["hparams"] == {"channels": 1, "num_classes": 10, "width": 32, "num_features": 128}
+    runs = [train_classifier(digits_dir, tmp_path / f"{seed}_{i}.pt", epochs=1, seed=seed, device="cpu", log=quiet)
+            for i, seed in enumerate((0, 0, 1))]
+    assert all(torch.equal(runs[0]["model"][k], runs[1]["model"][k]) for k in runs[0]["model"])
+    assert runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
+    assert not torch.equal(runs[0]["model"]["head.weight"], runs[2]["model"]["head.weight"])
+
+
+def test_classifier_takes_any_image_shape():
+    for shape in ((1, 8, 8), (3, 32, 32), (3, 5, 7)):
+        model = Classifier(shape[0], 10)
+        images = torch.randint(0, 256, (2, *shape), dtype=torch.uint8)
+        assert model(images).shape == (2, 128) and model.logits(images).shape == (2, 10)
+
+
+def test_classifier_fid_sanity(real, classifier_file):
+    extractor = load_extractor("classifier", classifier_file)
+    features = extract_features(extractor, real)
+    stats = feature_statistics(features)
+    assert frechet_distance(stats, stats) == pytest.approx(0, abs=1e-6)
+    first, second = [frechet_distance(*(feature_statistics(features[h]) for h in halves(len(real), seed))) for seed in (0, 1)]
+    noise = frechet_distance(feature_statistics(extract_features(extractor, noise_like(real))), stats)
+    assert 0 < first < noise / 20 and 0.5 < first / second < 2
+    again = frechet_distance(*(feature_statistics(extract_features(extractor, real[h])) for h in halves(len(real), 0)))
+    assert again == pytest.approx(first, rel=1e-6)  # other batches, same value up to float rounding
+    # the same value as torchmetrics' FrechetInceptionDistance with this extractor as its custom feature network
+    a, b = halves(len(real), 0)
+    metric = FrechetInceptionDistance(feature=extractor)  # its states are float64, its result float32
+    metric.update(real[a], real=True)
+    metric.update(real[b], real=False)
+    assert metric.compute().item() == pytest.approx(first, rel=1e-5)
+    # fid_of's change of basis keeps the value (here 40 images, 128 features)
+    assert fid_of(features[:20], features[20:40]) == pytest.approx(
+        frechet_distance(feature_statistics(features[:20]), feature_statistics(features[20:40])), rel=1e-5)
+
+
+def test_tf_bilinear_resize_samples_input_pixel_i_times_in_over_out():
+    ramp = torch.arange(8.0).expand(1, 1, 8, 8)  # value = column index
+    resized = tf_bilinear_resize(ramp, 299)
+    expected = (torch.arange(299.0) * 8 / 299).clamp(max=7)
+    assert resized.shape == (1, 1, 299, 299)
+    assert torch.allclose(resized[0, 0], expected.expand(299, 299), atol=1e-4)
+
+
+def test_inception_fid_sanity(real):
+    extractor = load_extractor("inception")
+    images = torch.cat([real[:16], noise_like(real[:8])])
+    features = extract_features(extractor, images, batch_size=8)
+    assert features.shape == (24, 2048) and torch.isfinite(features).all()
+    assert FrechetInceptionDistance(feature=extractor).real_features_sum.shape == (2048,)  # num_features, no probe
+    assert torch.allclose(extractor(real[:1]), extractor(real[:1].expand(-1, 3, -1, -1)))
+    first, second, noise = features[:8], features[8:16], features[16:]
+    assert fid_of(first, first) == pytest.approx(0, abs=1e-6)
+    real_vs_real, noise_vs_real = fid_of(first, second), fid_of(noise, first)
+    assert 0 < real_vs_real < noise_vs_real / 2
+
+
+def test_reference_statistics_and_metric_rows(digits_dir, real, classifier_file, classifier_stats, tmp_path):
+    stats = load_checkpoint(classifier_stats)
+    assert (stats["extractor"], stats["num_images"], stats["image_shape"]) == ("classifier", 1797, [1, 8, 8])
+    assert stats["mu"].shape == (128,) and stats["sigma"].shape == (128, 128) and stats["sigma"].dtype == torch.float64
+    subset = reference_statistics(digits_dir, tmp_path / "subset.pt", "classifier", classifier_file, num_reference=500,
+                                  device="cpu", log=quiet)
+    assert subset["num_images"] == 500
+    for bad in (1, 1798, True, 2.5):
+        with pytest.raises(ValueError, match=r"evaluation.num_reference must be null \(all images\) or an integer in \[2, 1797\]"):
+            reference_statistics(digits_dir, tmp_path / "bad.pt", "classifier", classifier_file, num_reference=bad, log=quiet)
+
+    np.save(tmp_path / "samples.npy", real[:300].numpy())
+    row = evaluate_samples(tmp_path / "samples.npy", classifier_stats, tmp_path / "metrics" / "epoch_3.json", "exp", 3,
+                           "classifier", classifier_file, device="cpu", log=quiet)
+    assert json.loads((tmp_path / "metrics" / "epoch_3.json").read_text()) == row
+    assert set(row) == ROW_KEYS and (row["experiment"], row["epoch"], row["extractor"]) == ("exp", 3, "classifier")
+    assert (row["num_samples"], row["num_reference"]) == (300, 1797) and 0 < row["fid"] < 100
+    assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["epoch_3.json"]  # no temporary files left
+
+    np.save(tmp_path / "rgb.npy", np.zeros((4, 3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"must be uint8 \(N, 1, 8, 8\) like the dataset, got torch.uint8 \(4, 3, 8, 8\)"):
+        evaluate_samples(tmp_path / "rgb.npy", classifier_stats, tmp_path / "bad.json", "exp", 3, "classifier",
+                         classifier_file, log=quiet)
+    save_checkpoint({**stats, "extractor": "inception"}, tmp_path / "inception_stats.pt")
+    with pytest.raises(ValueError, match="were made with extractor 'inception', not 'classifier'"):
+        evaluate_samples(tmp_path / "samples.npy", tmp_path / "inception_stats.pt", tmp_path / "bad.json", "exp", 3,
+                         "classifier", classifier_file, log=quiet)
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_trained_model_scores_better_than_an_untrained_one(real, classifier_file, classifier_stats, tmp_path):
+    # T = 50 steps need larger betas than the default 1e-4..0.02 for x_T to be close to N(0, I)
+    config = TrainConfig(hidden_size=16, num_timesteps=50, beta1=1e-3, beta2=0.2, batch_size=64, epochs=5, lr=5e-3,
+                         ema_decay=0.9, log_every=10, device="cpu")
+    trained = train(config, real, tmp_path / "run", tmp_path / "state", log=quiet).eval()
+    torch.manual_seed(0)
+    untrained = build_model(config, 1, 8).eval()
+    fids = {}
+    for name, model in (("trained", trained), ("untrained", untrained)):
+        np.save(tmp_path / f"{name}.npy", generate(model, 256, seed=1, device="cpu").numpy())
+        fids[name] = evaluate_samples(tmp_path / f"{name}.npy", classifier_stats, tmp_path / f"{name}.json", name, 5,
+                                      "classifier", classifier_file, device="cpu", log=quiet)["fid"]
+    assert fids["trained"] < 0.7 * fids["untrained"]
