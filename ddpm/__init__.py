@@ -1,1 +1,17 @@
-"""DDPM."""
+"""ddpm: a correct, tested DDPM (Ho et al. 2020) with the course homework's vocabulary.
+
+    from ddpm import DiffusionModel, UNet, TrainConfig
+
+The names load lazily (PEP 562), so `import ddpm.config` (the workflow's config checks) needs no torch.
+"""
+
+import importlib
+
+_EXPORTS = {"DiffusionModel": "ddpm.diffusion", "UNet": "ddpm.unet", "TrainConfig": "ddpm.config"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ddpm' has no attribute {name!r}")

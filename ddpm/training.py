@@ -65,7 +65,7 @@ def init_distributed() -> None:
 
 
 def make_optimizer(config: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
-    fused = device.type == "cuda"  # one kernel for all parameters
+    fused = device.type in ("cuda", "cpu")  # one fused kernel for all parameters
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
@@ -237,10 +237,12 @@ def train(
     window_loss = torch.zeros((), device=device)
     window_start, window_steps = time.perf_counter(), 0
     model.train()
+    order, order_epoch = None, None
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
         epoch += 1
-        order = epoch_order(num_images, config.seed, epoch)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(num_images, config.seed, epoch), epoch
         batch_index = order[position * config.batch_size:(position + 1) * config.batch_size]
         batch_index = batch_index[rank * local_batch:(rank + 1) * local_batch]  # this rank's shard
         x = to_model_range(data[batch_index.to(data.device)].to(device, non_blocking=True))
@@ -282,11 +284,11 @@ def train(
                 progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}", epoch=epoch)
                 progress.update(window_steps)
             window_loss.zero_()
-            window_start, window_steps = time.perf_counter(), 0
             if end_of_epoch and epoch in config.checkpoint_epochs:
                 save_epoch_checkpoint(epoch)
             if step % config.state_every == 0 or (end_of_epoch and epoch in config.checkpoint_epochs):
                 save_state()
+            window_start, window_steps = time.perf_counter(), 0  # saving is not training time
     progress.close()
 
     if is_main:

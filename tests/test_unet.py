@@ -50,3 +50,11 @@ def test_time_embedding_is_per_sample(device):
     assert not torch.allclose(batched[0], batched[2], atol=1e-4)  # the timestep matters
     # a timestep given as (B, 1), as the course's sampler passes it, means the same
     torch.testing.assert_close(unet(x, t[:, None]), batched)
+
+
+def test_public_api_names():
+    import ddpm
+
+    assert ddpm.UNet is UNet and ddpm.DiffusionModel.__name__ == "DiffusionModel"
+    with pytest.raises(AttributeError):
+        ddpm.NotAThing
