@@ -36,8 +36,9 @@ check_evaluation(config["dataset"], config["evaluation"])
 check_dataset(**config["dataset"])
 DATA = f"data/{config['dataset']['name']}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
-SAMPLING = config["sampling"]
-EVALUATION = config["evaluation"]
+# params in a fixed key order: reordering the YAML must not rerun anything
+DATASET = dict(sorted(config["dataset"].items()))
+SAMPLING = dict(sorted(config["sampling"].items()))
 LABELS = experiment_labels(EXPERIMENTS)
 # GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
 GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
@@ -68,7 +69,7 @@ rule download:
         images=f"{DATA}/images.npy",
         info=f"{DATA}/info.json",
     params:
-        dataset=config["dataset"],
+        dataset=DATASET,
     log:
         "results/logs/download.log",
     benchmark:
@@ -88,7 +89,7 @@ rule train:
         config="results/{exp}/config.yaml",
     params:
         config=lambda wildcards: EXPERIMENTS[wildcards.exp].to_dict(),
-        dataset=config["dataset"],
+        dataset=DATASET,
         state_dir=lambda wildcards: f"results/resume/{wildcards.exp}",
     log:
         "results/logs/train/{exp}.log",

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -69,12 +68,12 @@ def test_two_process_run_resumes_after_a_kill(data):
                "--config", str(config_file), "--data", str(data / "data"), "--run-dir", str(data / "killed"),
                "--state-dir", str(data / "state" / "killed")]
     store = ResumeStore(data / "state" / "killed")
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while process.poll() is None and max(store.steps(), default=0) < 30:
         time.sleep(0.01)
     assert process.poll() is None, "training ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
+    # torchrun starts its workers in sessions of their own: kill every process of this run, as a preemption would
+    subprocess.run(["pkill", "-KILL", "-f", str(data / "state" / "killed")])
     process.wait()
 
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)

@@ -66,7 +66,7 @@ def test_changing_one_experiment_reruns_only_its_jobs(run, tmp_path):
 
     result = snakemake(workdir, config=config)
     assert result.returncode == 0, result.output
-    assert "exp=lr_high" in result.output and "exp=base" not in result.output
+    assert "exp=lr_high" in result.output and "exp=base" not in result.output, result.output
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
     assert changed.read_bytes() != before
 
@@ -96,8 +96,8 @@ BAD_CONFIGS = [
     ("sample epoch beyond one experiment's epochs", {"experiments": {"base": {}, "short": {"epochs": 1}}},
      "experiment 'short': sample_epochs [2] are beyond its epochs (1)"),
     ("hidden_size not a multiple of 8", {"defaults": {"hidden_size": 12}}, "multiple of 8"),
-    ("missing folder", {"dataset": {"name": "folder", "path": "/no/such/folder", "image_size": 8}},
-     "dataset.path must be an existing folder"),
+    ("missing folder", {"dataset": {"name": "folder", "path": "/no/such/folder", "image_size": 8},
+                        "evaluation": {"extractor": "inception"}}, "dataset.path must be an existing folder"),
     ("folder without image_size", {"dataset": {"name": "folder", "path": "."}}, "'image_size' is a required property"),
     ("classifier on unlabelled images", {"dataset": {"name": "folder", "path": "tests", "image_size": 8},
                                          "evaluation": {"extractor": "classifier"}}, "needs a labelled dataset"),
