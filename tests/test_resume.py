@@ -74,6 +74,7 @@ def test_killed_at_random_moments_resumes_bit_identically(setup):
         output = process.stdout.read()
         resumed_from += [line for line in output.splitlines() if line.startswith("resumed from step")]
     assert process.returncode == 0, process.stdout.read()
+    print(f"{kills} kills; restarts {'; '.join(resumed_from)}")
     assert kills >= 4, f"only {kills} kills landed before training finished"
     assert len(resumed_from) >= kills - 1  # every restart after the first kill resumed
     assert_same_run(setup, "reference", "killed")
