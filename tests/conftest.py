@@ -16,3 +16,14 @@ def seed():
     np.random.seed(0)
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One complete local run of the workflow on tests/data/tiny.yaml, shared by the workflow tests."""
+    from tests.workflow import snakemake
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.output
+    return workdir

@@ -13,12 +13,9 @@ EXPERIMENTS = ("base", "lr_high")
 EPOCHS = (1, 2)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.output
-    return workdir
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def test_every_output_exists_and_is_valid(run):
