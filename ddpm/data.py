@@ -14,18 +14,17 @@ from ddpm.checkpoint import atomic_write
 from ddpm.config import check_dataset
 
 
-
 def prepare_dataset(name: str, out_dir: str | Path, path: str | Path | None = None,
                     image_size: int | None = None, channels: int = 3) -> dict:
     """Write `name` into `out_dir` as uint8 arrays; returns the dataset's info."""
     out_dir = Path(out_dir)
-    check_dataset(name, path, image_size, channels)
+    folder_files = check_dataset(name, path, image_size, channels)
     if name == "digits":
         images, labels = _digits()
     elif name == "cifar10":
         images, labels = _cifar10(out_dir / "download")
     else:
-        images, labels = _folder(path, image_size, channels), None
+        images, labels = _folder(folder_files, image_size, channels), None
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "images.npy", lambda f: np.save(f, images))
     if labels is not None:
@@ -62,11 +61,10 @@ def _cifar10(download_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)), np.asarray(dataset.targets)
 
 
-def _folder(path: str | Path, image_size: int, channels: int) -> np.ndarray:
-    """Every PNG/JPEG under `path` (recursively), all of one size, resized to image_size x image_size."""
+def _folder(files: list[Path], image_size: int, channels: int) -> np.ndarray:
+    """The checked image files (check_dataset), resized to image_size x image_size."""
     from PIL import Image
 
-    files = check_dataset("folder", path, image_size, channels)
     mode = "L" if channels == 1 else "RGB"
     images = []
     for file in files:

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,6 @@ def logged_to(log_path: str | Path):
         try:
             yield
         except BaseException:
-            import traceback
-
             traceback.print_exc(file=log)
             raise
 
