@@ -1,43 +1,16 @@
-"""Atomic file writes, checkpoints that load with weights_only=True, and the rolling resume state."""
+"""Checkpoints that are written atomically and load with weights_only=True, and the rolling resume state."""
 
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 
 import torch
+
+from ddpm.files import atomic_write
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a checkpoint."""
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Write through `write(file)` to a temporary name beside `path`, fsync, then rename over `path`.
-
-    Readers see the old file or the complete new one, never a partial file, even after SIGKILL.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def publish(source: str | Path, target: str | Path) -> Path:
-    """Copy `source` to `target` atomically."""
-    with open(source, "rb") as f:
-        return atomic_write(target, lambda out: shutil.copyfileobj(f, out))
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> Path:

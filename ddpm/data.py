@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm.checkpoint import atomic_write
+from ddpm.files import atomic_write
 from ddpm.config import check_dataset
 
 

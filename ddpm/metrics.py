@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.image.fid import _compute_fid
 
-from ddpm.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from ddpm.checkpoint import load_checkpoint, save_checkpoint
+from ddpm.files import atomic_write
 from ddpm.data import load_dataset, to_model_range
 from ddpm.training import resolve_device
 

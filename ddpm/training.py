@@ -28,7 +28,8 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ddpm.checkpoint import ResumeStore, atomic_write, publish, save_checkpoint
+from ddpm.checkpoint import ResumeStore, save_checkpoint
+from ddpm.files import atomic_write, publish
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, random_hflip, to_model_range
 from ddpm.diffusion import DiffusionModel

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ddpm.checkpoint import atomic_write
+from ddpm.files import atomic_write
 from ddpm.config import TrainConfig
 
 

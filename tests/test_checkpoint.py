@@ -1,21 +1,7 @@
 import pytest
 import torch
 
-from ddpm.checkpoint import CheckpointError, ResumeStore, atomic_write, load_checkpoint, save_checkpoint
-
-
-def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "a.bin"
-    atomic_write(target, lambda f: f.write(b"old"))
-
-    def failing(f):
-        f.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        atomic_write(target, failing)
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # no temporary left behind
+from ddpm.checkpoint import CheckpointError, ResumeStore, load_checkpoint, save_checkpoint
 
 
 def test_checkpoints_load_weights_only(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.workflow import ROOT, snakemake, tiny_config
+from tests.workflow import finish, snakemake, start_snakemake, tiny_config
 
 EXPERIMENTS = ("base", "lr_high")
 EPOCHS = (1, 2)
@@ -61,7 +61,13 @@ def test_changing_one_experiment_reruns_only_its_jobs(run, tmp_path):
     changed = workdir / "results" / "lr_high" / "losses.csv"
     before = changed.read_bytes()
 
-    result = snakemake(workdir, config=config)
+    planned = snakemake(workdir, "--dry-run", config=config)  # the whole workflow's plan
+    assert planned.returncode == 0, planned.output
+    for rule in ("train", "sample", "evaluate"):
+        assert planned.output.count(f"rule {rule}:") == (1 if rule == "train" else len(EPOCHS)), planned.output
+    assert "exp=lr_high" in planned.output and "exp=base" not in planned.output, planned.output
+
+    result = snakemake(workdir, "results/plots/loss.png", config=config)  # carried out for the training half
     assert result.returncode == 0, result.output
     assert "exp=lr_high" in result.output and "exp=base" not in result.output, result.output
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
@@ -107,10 +113,24 @@ BAD_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("name, change, message", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_fails_before_any_job(tmp_path, name, change, message):
-    config = tiny_config(**{k: v if k != "defaults" else {**tiny_config()["defaults"], **v} for k, v in change.items()})
-    result = snakemake(tmp_path, config=config, timeout=120)
+def bad_config(change: dict) -> dict:
+    """The tiny config with `change` applied; keys under "defaults" update the tiny defaults."""
+    return tiny_config(**{k: v if k != "defaults" else {**tiny_config()["defaults"], **v} for k, v in change.items()})
+
+
+@pytest.fixture(scope="module")
+def bad_config_runs(tmp_path_factory):
+    """snakemake on every bad config, all started at once: each run is only the start-up and the checks."""
+    started = {}
+    for name, change, _ in BAD_CONFIGS:
+        workdir = tmp_path_factory.mktemp("bad")
+        started[name] = workdir, start_snakemake(workdir, config=bad_config(change))
+    return {name: (workdir, finish(process, timeout=300)) for name, (workdir, process) in started.items()}
+
+
+@pytest.mark.parametrize("name, message", [(c[0], c[2]) for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_fails_before_any_job(bad_config_runs, name, message):
+    workdir, result = bad_config_runs[name]
     assert result.returncode != 0
     assert message in result.output, result.output
-    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+    assert not (workdir / "results").exists() and not (workdir / "data").exists()

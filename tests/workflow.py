@@ -18,8 +18,8 @@ def tiny_config(**changes) -> dict:
     return config
 
 
-def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`snakemake` in `workdir` with the tiny config (or `config`), capturing its output: two jobs at a
+def start_snakemake(workdir: Path, *args, config: dict | None = None) -> subprocess.Popen:
+    """Start `snakemake` in `workdir` with the tiny config (or `config`), capturing its output: two jobs at a
     time with one thread each, so the 2-core machine is kept busy and every job computes alike."""
     configfile = TINY
     if config is not None:
@@ -28,6 +28,21 @@ def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 9
         configfile.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(configfile), "--cores", "2", "--max-threads", "1", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    result.output = result.stdout + result.stderr
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Wait for a started snakemake; the result's `output` is its stdout and stderr together."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    result.output = stdout + stderr
     return result
+
+
+def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`snakemake` in `workdir` with the tiny config (or `config`), run to the end (see `start_snakemake`)."""
+    return finish(start_snakemake(workdir, *args, config=config), timeout)

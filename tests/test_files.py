@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+import pytest
+
+from ddpm.files import atomic_write, publish
+from tests.workflow import ROOT
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "a.bin"
+    atomic_write(target, lambda f: f.write(b"old"))
+
+    def failing(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # no temporary left behind
+
+
+def test_publish_copies_the_whole_file(tmp_path):
+    source = tmp_path / "source.csv"
+    source.write_bytes(bytes(range(256)) * 1000)
+    publish(source, tmp_path / "out" / "copy.csv")
+    assert (tmp_path / "out" / "copy.csv").read_bytes() == source.read_bytes()
+
+
+def test_tables_and_plots_load_without_torch():
+    """The aggregate and plot jobs start in about a second: they must not import torch (seconds) on the way."""
+    code = "import sys, ddpm.workflow, ddpm.plots; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
