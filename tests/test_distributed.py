@@ -16,7 +16,7 @@ from ddpm.training import run_experiment
 from tests.workflow import ROOT
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-CONFIG = dict(hidden_size=8, num_timesteps=50, batch_size=64, epochs=4, lr=2e-3, ema_decay=0.9, checkpoint_epochs=[4],
+CONFIG = dict(hidden_size=8, num_timesteps=50, batch_size=64, epochs=3, lr=2e-3, ema_decay=0.9, checkpoint_epochs=[3],
               state_every=5, device="cpu")
 
 
@@ -55,7 +55,7 @@ def test_two_processes_learn_like_one(data, monkeypatch):
     for gpus in (1, 2):
         run_experiment(TrainConfig(**CONFIG, gpus=gpus), data / "data", data / f"gpus{gpus}", data / "state" / f"gpus{gpus}")
     single, double = epoch_means(losses(data / "gpus1")), epoch_means(losses(data / "gpus2"))
-    assert len(losses(data / "gpus2")) == len(losses(data / "gpus1")) == 4 * (1797 // 64)
+    assert len(losses(data / "gpus2")) == len(losses(data / "gpus1")) == CONFIG["epochs"] * (1797 // 64)
     assert single[-1] < 0.8 * single[0] and double[-1] < 0.8 * double[0]
     assert double[-1] == pytest.approx(single[-1], rel=0.25)
     assert not (data / "gpus2" / "train_config.json").exists()
@@ -82,6 +82,6 @@ def test_two_process_run_resumes_after_a_kill(data):
     if not (data / "gpus2").exists():  # the uninterrupted 2-process run of the test above
         run_experiment(TrainConfig(**CONFIG, gpus=2), data / "data", data / "gpus2", data / "state" / "gpus2")
     assert losses(data / "killed") == losses(data / "gpus2")
-    resumed, uninterrupted = (load_checkpoint(d / "checkpoints" / "epoch_4.pt") for d in (data / "killed", data / "gpus2"))
+    resumed, uninterrupted = (load_checkpoint(d / "checkpoints" / "epoch_3.pt") for d in (data / "killed", data / "gpus2"))
     for part in ("model", "ema"):
         assert all((resumed[part][k] == v).all() for k, v in uninterrupted[part].items())
