@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,9 +12,8 @@ from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import prepare_dataset
 from ddpm.training import run_experiment
-from tests.workflow import ROOT
+from tests.workflow import ONE_THREAD_ENV, ROOT, training_command
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 CONFIG = dict(hidden_size=8, num_timesteps=50, batch_size=64, epochs=3, lr=2e-3, ema_decay=0.9, checkpoint_epochs=[3],
               state_every=5, device="cpu")
 
@@ -42,7 +40,7 @@ def epoch_means(rows):
 def test_ddp_weights_agree_every_step_and_match_one_process(data, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "tests" / "ddp_worker.py"), str(data / "data"), str(tmp_path / "run"), str(tmp_path / "state")]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     for rank in (0, 1):
         assert f"rank {rank}: 5 steps, weights equal" in result.stdout
@@ -64,11 +62,9 @@ def test_two_processes_learn_like_one(data, monkeypatch):
 def test_two_process_run_resumes_after_a_kill(data):
     config_file = data / "config2.json"
     config_file.write_text(json.dumps({**CONFIG, "gpus": 2}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddpm.training",
-               "--config", str(config_file), "--data", str(data / "data"), "--run-dir", str(data / "killed"),
-               "--state-dir", str(data / "state" / "killed")]
+    command = training_command(config_file, data / "data", data / "killed", data / "state" / "killed", processes=2)
     store = ResumeStore(data / "state" / "killed")
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while process.poll() is None and max(store.steps(), default=0) < 30:
         time.sleep(0.01)
     assert process.poll() is None, "training ended before it could be killed"
@@ -76,7 +72,7 @@ def test_two_process_run_resumes_after_a_kill(data):
     subprocess.run(["pkill", "-KILL", "-f", str(data / "state" / "killed")])
     process.wait()
 
-    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resumed from step" in result.stdout + result.stderr
     if not (data / "gpus2").exists():  # the uninterrupted 2-process run of the test above

@@ -6,14 +6,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.data import prepare_dataset
-from tests.workflow import ROOT, snakemake, tiny_config
+from tests.workflow import ONE_THREAD_ENV, finish, snakemake, start_snakemake, tiny_config, training_command
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
 CONFIG = dict(hidden_size=8, num_timesteps=50, batch_size=32, epochs=4, lr=1e-3, ema_decay=0.9, flip=True,
@@ -29,10 +28,8 @@ def setup(tmp_path_factory):
 
 
 def start(root, name):
-    command = [sys.executable, "-m", "ddpm.training", "--config", str(root / "config.json"), "--data", str(root / "data"),
-               "--run-dir", str(root / name), "--state-dir", str(root / "state" / name)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
+    command = training_command(root / "config.json", root / "data", root / name, root / "state" / name)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ONE_THREAD_ENV, cwd=root)
 
 
 def rows(path):
@@ -88,10 +85,7 @@ def test_killed_at_random_moments_resumes_bit_identically(setup):
 def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):
     """Snakemake deletes a failed job's outputs; the resume state lives elsewhere, so a plain rerun continues."""
     config = tiny_config(experiments={"base": {"epochs": 6, "state_every": 5}}, sample_epochs=[6])
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from tests.workflow import snakemake, tiny_config; "
-                                "import yaml, pathlib; r = snakemake(pathlib.Path(sys.argv[1]), 'results/base/losses.csv', "
-                                "config=yaml.safe_load(sys.argv[2])); print(r.output)", str(tmp_path), json.dumps(config)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_snakemake(tmp_path, "results/base/losses.csv", config=config)
     store = ResumeStore(tmp_path / "results" / "resume" / "base")
     deadline = time.time() + 600
     while not store.steps() and time.time() < deadline and process.poll() is None:
@@ -100,8 +94,7 @@ def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):
     assert job.stdout.strip(), "the train job was not found running"
     for pid in job.stdout.split():
         os.kill(int(pid), signal.SIGKILL)
-    first_output, _ = process.communicate(timeout=300)
-    assert "Error in rule train" in first_output
+    assert "Error in rule train" in finish(process, timeout=300).output
     assert not (tmp_path / "results" / "base" / "losses.csv").exists()
     assert store.steps()
 

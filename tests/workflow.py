@@ -1,5 +1,6 @@
-"""Running the real `snakemake` on small configs in temporary folders."""
+"""Running the real `snakemake` and `python -m ddpm.training` as processes of their own, in temporary folders."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
+# one thread per process: the machine's cores are shared by the processes a test starts
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def tiny_config(**changes) -> dict:
@@ -46,3 +49,12 @@ def finish(process: subprocess.Popen, timeout: int = 900) -> subprocess.Complete
 def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """`snakemake` in `workdir` with the tiny config (or `config`), run to the end (see `start_snakemake`)."""
     return finish(start_snakemake(workdir, *args, config=config), timeout)
+
+
+def training_command(config_file: Path, data: Path, run_dir: Path, state_dir: Path, processes: int = 1) -> list[str]:
+    """`python -m ddpm.training` on prepared data, under torchrun when it runs in several processes."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return [*launcher, "-m", "ddpm.training", "--config", str(config_file), "--data", str(data), "--run-dir", str(run_dir),
+            "--state-dir", str(state_dir)]
