@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm.files import atomic_write
 from ddpm.config import check_dataset
+from ddpm.files import atomic_write
 
 
 def prepare_dataset(name: str, out_dir: str | Path, path: str | Path | None = None,

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torchmetrics.image.fid import _compute_fid
 
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
-from ddpm.files import atomic_write
 from ddpm.data import load_dataset, to_model_range
+from ddpm.files import atomic_write
 from ddpm.training import resolve_device
 
 EXTRACTORS = ("classifier", "inception")

@@ -29,10 +29,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ddpm.checkpoint import ResumeStore, save_checkpoint
-from ddpm.files import atomic_write, publish
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, random_hflip, to_model_range
 from ddpm.diffusion import DiffusionModel
+from ddpm.files import atomic_write, publish
 from ddpm.unet import UNet
 
 CSV_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds")

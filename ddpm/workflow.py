@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ddpm.files import atomic_write
 from ddpm.config import TrainConfig
+from ddpm.files import atomic_write
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ import torch
 
 from ddpm.checkpoint import load_checkpoint
 from ddpm.config import TrainConfig
-from ddpm.data import prepare_dataset, load_dataset
+from ddpm.data import load_dataset, prepare_dataset
 from ddpm.sampling import load_model, sample_checkpoint
 from ddpm.training import CSV_COLUMNS, NonFiniteLossError, train
 from tests.conftest import DEVICES
