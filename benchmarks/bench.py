@@ -41,6 +41,7 @@ from torchvision import transforms
 from ddpm.config import TrainConfig
 from ddpm.data import to_model_range
 from ddpm.diffusion import DiffusionModel
+from ddpm.files import atomic_write
 from ddpm.sampling import generate
 from ddpm.training import build_model, epoch_order, resolve_device, train
 
@@ -175,8 +176,8 @@ def project_train_images_per_second(config: TrainConfig, images: torch.Tensor) -
 def project_data_epoch(data: torch.Tensor, config: TrainConfig, device: torch.device, memory_format, epoch: int) -> None:
     """train()'s per-step batch path for one epoch: shuffled order, gather, to device, scale to [-1, 1]."""
     steps = data.shape[0] // config.batch_size
+    order = epoch_order(data.shape[0], config.seed, epoch)
     for position in range(steps):
-        order = epoch_order(data.shape[0], config.seed, epoch)
         batch_index = order[position * config.batch_size:(position + 1) * config.batch_size]
         x = to_model_range(data[batch_index.to(data.device)].to(device, non_blocking=True))
         x.contiguous(memory_format=memory_format)
@@ -325,9 +326,7 @@ def main(argv=None) -> dict:
     results["flops"] = {"train_flops_per_image": flops_per_image, "project_mfu": mfu["project"],
                         "baseline_mfu": mfu["baseline"]}
     print_table(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=2).encode()))
     print(f"wrote {out}")
     return results
 
