@@ -27,9 +27,12 @@ def setup(tmp_path_factory):
     return root
 
 
-def start(root, name):
+def start(root, name, log):
+    """Train run `name` in a process of its own, its output going to the file `log`: a pipe nobody reads
+    while the test waits would fill with progress lines and stall the run."""
     command = training_command(root / "config.json", root / "data", root / name, root / "state" / name)
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ONE_THREAD_ENV, cwd=root)
+    with open(log, "w") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=ONE_THREAD_ENV, cwd=root)
 
 
 def rows(path):
@@ -52,28 +55,29 @@ def assert_same_run(root, a, b):
 def test_killed_at_random_moments_resumes_bit_identically(setup):
     """After the second kill the newest state is also truncated, as by a full disk: the restart skips it and
     resumes from the one before, and the run still ends bit-identical."""
-    reference = start(setup, "reference")  # uninterrupted, on the other core meanwhile
+    reference = start(setup, "reference", setup / "reference.log")  # uninterrupted, on the other core meanwhile
     rng = random.Random(1234)
     store = ResumeStore(setup / "state" / "killed")
     kills, outputs, target, truncated = 0, [], 0, None
     while True:
-        process = start(setup, "killed")
+        log = setup / f"killed_{len(outputs)}.log"
+        process = start(setup, "killed", log)
         target += rng.randint(30, 50)  # at least 4 kills before the last of 4 x 56 steps
         while process.poll() is None and (max(store.steps(), default=0) < target):
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.2))  # anywhere: mid-step, mid-state-write, mid-log
         if process.poll() is not None:
-            outputs.append(process.stdout.read())
+            outputs.append(log.read_text())
             break
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-        outputs.append(process.stdout.read())
+        outputs.append(log.read_text())
         if kills == 2:
             truncated = store.path(store.steps()[-1])
             truncated.write_bytes(truncated.read_bytes()[:100])
     assert process.returncode == 0, outputs[-1]
-    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    assert reference.wait(timeout=300) == 0, (setup / "reference.log").read_text()
     resumed_from = [line for output in outputs for line in output.splitlines() if line.startswith("resumed from step")]
     print(f"{kills} kills; restarts {'; '.join(resumed_from)}")
     assert kills >= 4, f"only {kills} kills landed before training finished"

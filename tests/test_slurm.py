@@ -1,7 +1,7 @@
 """The workflow on a real SLURM cluster, through profiles/slurm.
 
 Needs a cluster that answers: locally `sudo .ci/slurm-up.sh` starts a one-node
-cluster (partition `debug`, one fake GPU); `.ci/slurm-down.sh` stops it.
+cluster (partition `debug`, two fake GPUs); `.ci/slurm-down.sh` stops it.
 Without one the test is skipped. Run only this test with `pytest -m slurm`.
 
 It runs the tiny config through the SLURM profile and compares it with the
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "tests" / "data" / "tiny.yaml"
+from tests.workflow import ROOT, TINY, snakemake_command
+
 # wall-clock limit of each snakemake run; snakemake ignores SIGTERM while it
 # waits for cluster jobs, so a run over the limit gets SIGKILL
 TIMEOUT = int(os.environ.get("SLURM_TEST_TIMEOUT", "900"))
@@ -67,25 +67,13 @@ def _env():
     # the venv's python and the ddpm package, also inside the jobs (sbatch --export=ALL)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["CUDA_VISIBLE_DEVICES"] = ""  # the local run: CPU, like the jobs on a GPU-less node
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, like the local run it is compared with
     return env
 
 
 def _start(workdir: Path, extra: list[str], log: Path) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(TINY),
-        *extra,
-        *TARGETS,
-    ]
+    cmd = snakemake_command(workdir, *extra, *TARGETS)
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()

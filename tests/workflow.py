@@ -21,6 +21,12 @@ def tiny_config(**changes) -> dict:
     return config
 
 
+def snakemake_command(workdir: Path, *args, configfile: Path = TINY) -> list[str]:
+    """The command line of the project's `snakemake` working in `workdir` with `configfile`."""
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(configfile), *args]
+
+
 def start_snakemake(workdir: Path, *args, config: dict | None = None) -> subprocess.Popen:
     """Start `snakemake` in `workdir` with the tiny config (or `config`), capturing its output: two jobs at a
     time with one thread each, so the 2-core machine is kept busy and every job computes alike."""
@@ -29,8 +35,7 @@ def start_snakemake(workdir: Path, *args, config: dict | None = None) -> subproc
         configfile = workdir / "config.yaml"
         workdir.mkdir(parents=True, exist_ok=True)
         configfile.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(configfile), "--cores", "2", "--max-threads", "1", *args]
+    command = snakemake_command(workdir, "--cores", "2", "--max-threads", "1", *args, configfile=configfile)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
