@@ -1,30 +1,73 @@
 """DDPM (Ho et al. 2020) with the homework's vocabulary, plus DDIM sampling (Song et al. 2021).
 
-Schedules are indexed by t = 0..T; training draws t from 1..T and feeds the network t/T.
+Schedules are indexed by t = 0..T as in Ho et al.: index 0 is the data (beta_0 = 0, alpha_bar_0 = 1) and
+alpha_bar_t = prod_{s=1..t} alpha_s, so the last reverse step, t = 1 -> 0, lands exactly on x_0.
+Training draws t from 1..T and feeds the network t/T.
 """
+
+import math
+import operator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+SCHEDULES = ("linear", "cosine")
+COSINE_OFFSET = 0.008  # s of Nichol & Dhariwal 2021, eq. 17
+MAX_BETA = 0.999  # their clip on beta_t near t = T, where alpha_bar_t / alpha_bar_{t-1} goes to 0
 
-def get_schedules(beta1: float, beta2: float, num_timesteps: int) -> dict[str, torch.Tensor]:
-    """Linear beta schedule from beta1 to beta2 and the quantities DDPM needs, for t = 0..T."""
-    if not (isinstance(num_timesteps, int) and num_timesteps >= 1):
-        raise ValueError(f"num_timesteps must be an integer >= 1, got {num_timesteps!r}")
-    if not (0.0 < beta1 < beta2 < 1.0):
+
+def _integer(value, requirement: str, high: float = math.inf) -> int:
+    """`value` as an int in [1, high] (NumPy integers too, bools not), else ValueError(requirement)."""
+    try:
+        integer = operator.index(value)
+    except TypeError:
+        integer = None
+    if isinstance(value, bool) or integer is None or not 1 <= integer <= high:
+        raise ValueError(f"{requirement}, got {value!r}")
+    return integer
+
+
+def _betas(beta1: float, beta2: float, num_timesteps: int, schedule: str) -> torch.Tensor:
+    """beta_t for t = 0..T in float64, with beta_0 = 0."""
+    if schedule == "linear":
+        betas = torch.linspace(beta1, beta2, num_timesteps, dtype=torch.float64)  # beta_1 = beta1 .. beta_T = beta2
+    else:
+        t = torch.arange(num_timesteps + 1, dtype=torch.float64)
+        f = torch.cos((t / num_timesteps + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2  # f(t)
+        betas = (1 - f[1:] / f[:-1]).clamp(max=MAX_BETA)  # beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}, at most 0.999
+    return torch.cat([torch.zeros(1, dtype=torch.float64), betas])  # beta_0 = 0: x_0 is the data
+
+
+def get_schedules(
+    beta1: float, beta2: float, num_timesteps: int, schedule: str = "linear"
+) -> dict[str, torch.Tensor]:
+    """The quantities DDPM needs, as float32 tensors indexed by t = 0..T (index 0: beta_0 = 0, alpha_bar_0 = 1).
+
+    schedule="linear": beta_1..beta_T evenly spaced from beta1 to beta2 (Ho et al. 2020, section 4).
+    schedule="cosine": alpha_bar_t = f(t)/f(0), f(t) = cos(((t/T + s)/(1 + s)) pi/2)^2 with s = 0.008 and
+    beta_t = 1 - alpha_bar_t/alpha_bar_{t-1} clipped at 0.999 (Nichol & Dhariwal 2021, eq. 17); beta1 and
+    beta2 are not used. As in their code, alpha_bar is the product of the clipped alphas, so it differs
+    from f(t)/f(0) only at t = T. The sampling coefficient (1 - alpha_t) / sqrt(1 - alpha_bar_t), 0/0 at
+    t = 0 and never used there, is set to 0.
+    """
+    num_timesteps = _integer(num_timesteps, "num_timesteps must be an integer >= 1")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "linear" and not (0.0 < beta1 < beta2 < 1.0):
         raise ValueError(f"betas must satisfy 0 < beta1 < beta2 < 1, got ({beta1!r}, {beta2!r})")
-    betas = beta1 + (beta2 - beta1) * torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    betas = _betas(beta1, beta2, num_timesteps, schedule)
     alphas = 1 - betas
     alphas_cumprod = torch.cumprod(alphas, dim=0)
+    sqrt_one_minus_alpha_prod = (1 - alphas_cumprod).sqrt()
     schedules = {
         "alphas": alphas,  # alpha_t = 1 - beta_t
         "inv_sqrt_alphas": 1 / alphas.sqrt(),  # 1 / sqrt(alpha_t)
         "sqrt_betas": betas.sqrt(),  # sigma_t = sqrt(beta_t)
-        "alphas_cumprod": alphas_cumprod,  # alpha_bar_t = prod_{s<=t} alpha_s
+        "alphas_cumprod": alphas_cumprod,  # alpha_bar_t = prod_{s=1..t} alpha_s
         "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),  # sqrt(alpha_bar_t)
-        "sqrt_one_minus_alpha_prod": (1 - alphas_cumprod).sqrt(),  # sqrt(1 - alpha_bar_t)
-        "one_minus_alpha_over_prod": betas / (1 - alphas_cumprod).sqrt(),  # (1 - alpha_t) / sqrt(1 - alpha_bar_t)
+        "sqrt_one_minus_alpha_prod": sqrt_one_minus_alpha_prod,  # sqrt(1 - alpha_bar_t)
+        "one_minus_alpha_over_prod": (betas / sqrt_one_minus_alpha_prod).nan_to_num(),  # (1 - alpha_t) / sqrt(1 - alpha_bar_t)
     }
     return {name: value.float() for name, value in schedules.items()}
 
@@ -35,13 +78,22 @@ def _per_sample(coefficient: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class DiffusionModel(nn.Module):
-    def __init__(self, eps_model: nn.Module, betas: tuple[float, float] = (1e-4, 0.02), num_timesteps: int = 1000):
+    """An eps-prediction DDPM around `eps_model(x_t, t/T)`; `schedule` is "linear" (from `betas`) or "cosine"."""
+
+    def __init__(
+        self,
+        eps_model: nn.Module,
+        betas: tuple[float, float] = (1e-4, 0.02),
+        num_timesteps: int = 1000,
+        schedule: str = "linear",
+    ):
         super().__init__()
         self.eps_model = eps_model
         self.betas = tuple(betas)
-        self.num_timesteps = num_timesteps
-        for name, schedule in get_schedules(*self.betas, num_timesteps).items():
-            self.register_buffer(name, schedule)  # buffers follow .to(device)
+        self.schedule = schedule
+        for name, value in get_schedules(*self.betas, num_timesteps, schedule=schedule).items():
+            self.register_buffer(name, value)  # buffers follow .to(device)
+        self.num_timesteps = len(self.alphas) - 1  # T, a plain int even when given as a NumPy integer
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Ho et al. eq. 4)."""
@@ -50,8 +102,15 @@ class DiffusionModel(nn.Module):
     def forward(self, x0: torch.Tensor, t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Algorithm 1: the simple loss ||eps - eps_theta(x_t, t/T)||^2 at t ~ U{1..T}, eps ~ N(0, I).
 
-        `t` and `noise` may be given to make one step reproducible (e.g. to compare distributed runs).
+        `x0` is a float batch (N, C, H, W) in [-1, 1]. `t` and `noise` may be given to make one step
+        reproducible (e.g. to compare distributed runs).
         """
+        if x0.ndim != 4:
+            raise ValueError(f"inputs are float (N, C, H, W) in [-1, 1]; got shape {tuple(x0.shape)} "
+                             f"(a single image needs a batch dimension: x[None])")
+        if not x0.is_floating_point():
+            raise ValueError(f"inputs are float (N, C, H, W) in [-1, 1]; got dtype {x0.dtype} "
+                             f"(map uint8 pixels with x.float() / 127.5 - 1)")
         if t is None:
             t = torch.randint(1, self.num_timesteps + 1, (x0.shape[0],), device=x0.device)
         if noise is None:
@@ -68,23 +127,35 @@ class DiffusionModel(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Draw samples in [-1, 1] (roughly): Algorithm 2 over all T steps, or DDIM (eta=0) over `steps`."""
+        """Draw samples in [-1, 1]: Algorithm 2 over all T steps, or DDIM (eta=0) over `steps` steps."""
+        if steps is not None:
+            steps = _integer(steps, f"DDIM steps must be an integer in [1, {self.num_timesteps}]",
+                             high=self.num_timesteps)
         x = torch.randn(num_samples, *size, device=device, generator=generator)  # x_T ~ N(0, I)
         if steps is None:
             return self._ancestral(x, generator)
-        if not (isinstance(steps, int) and 1 <= steps <= self.num_timesteps):
-            raise ValueError(f"DDIM steps must be an integer in [1, {self.num_timesteps}], got {steps!r}")
         return self._ddim(x, steps)
 
-    def _eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """eps_theta(x_t, t/T) and the x_0 it implies, (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
+
+        x_0 is clipped to the data range [-1, 1] and eps re-derived from the clipped x_0, as the code of Ho et
+        al. and of Nichol & Dhariwal does (Algorithm 2's step then is the posterior mean of Ho et al. eq. 7
+        at the clipped x_0); where nothing is clipped both are unchanged. Without the clip, the division by
+        sqrt(alpha_bar_t), about 5e-5 at t = T of the cosine schedule, would magnify any error in eps some
+        2e4-fold.
+        """
         t_fraction = torch.full((x.shape[0],), t / self.num_timesteps, device=x.device)
-        return self.eps_model(x, t_fraction).float()
+        eps = self.eps_model(x, t_fraction).float()
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self.sqrt_alphas_cumprod[t], self.sqrt_one_minus_alpha_prod[t]
+        x0 = ((x - sqrt_one_minus_alpha_bar * eps) / sqrt_alpha_bar).clamp(-1, 1)
+        return (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar, x0
 
     def _ancestral(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Algorithm 2: x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t/sqrt(1 - alpha_bar_t) eps) + sigma_t z."""
         for t in range(self.num_timesteps, 0, -1):
-            # 1. predict noise
-            eps = self._eps(x, t)
+            # 1. predict noise (consistent with the clipped x_0, see _predict)
+            eps, _ = self._predict(x, t)
             # 2. compute the previous sample, adding fresh noise except at the last step
             x = self.inv_sqrt_alphas[t] * (x - eps * self.one_minus_alpha_over_prod[t])
             if t > 1:
@@ -92,14 +163,11 @@ class DiffusionModel(nn.Module):
         return x
 
     def _ddim(self, x: torch.Tensor, steps: int) -> torch.Tensor:
-        """DDIM with eta=0 (Song et al. eq. 12) over `steps` timesteps evenly spaced in [1, T]."""
-        timesteps = torch.linspace(self.num_timesteps, 1, steps).round().long().tolist()
-        for i, t in enumerate(timesteps):
-            alpha_bar = self.alphas_cumprod[t]
-            alpha_bar_prev = self.alphas_cumprod[timesteps[i + 1]] if i + 1 < steps else torch.ones_like(alpha_bar)
-            # 1. predict noise, and from it x_0
-            eps = self._eps(x, t)
-            x0 = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        """DDIM with eta=0 (Song et al. eq. 12) over `steps` timesteps evenly spaced in [1, T], then to t = 0."""
+        timesteps = torch.linspace(self.num_timesteps, 1, steps).round().long().tolist() + [0]
+        for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
+            # 1. predict noise, and from it x_0 (clipped, see _predict)
+            eps, x0 = self._predict(x, t)
             # 2. move to the previous timestep along the deterministic path
-            x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev).sqrt() * eps
+            x = self.sqrt_alphas_cumprod[t_prev] * x0 + self.sqrt_one_minus_alpha_prod[t_prev] * eps
         return x

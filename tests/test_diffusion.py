@@ -36,20 +36,68 @@ class GaussianOracle(nn.Module):
         return (1 - a).sqrt() * (x - a.sqrt() * self.mean) / (a * self.var + 1 - a)
 
 
-def reference_alphas_cumprod(beta1, beta2, T):
-    betas = np.linspace(beta1, beta2, T + 1)  # float64, indexed by t = 0..T
-    return np.cumprod(1 - betas)
+class PointOracle(nn.Module):
+    """The exact eps when the data is one point x0*: eps(x_t, t) = (x_t - sqrt(alpha_bar_t) x0*) / sqrt(1 - alpha_bar_t)."""
+
+    def __init__(self, point, alphas_cumprod):
+        super().__init__()
+        self.register_buffer("point", point)
+        self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64))
+
+    def forward(self, x, t):
+        T = len(self.alphas_cumprod) - 1
+        a = self.alphas_cumprod[(t * T).round().long()][:, None, None, None]
+        return ((x - a.sqrt() * self.point) / (1 - a).sqrt()).float()
 
 
-def test_schedules_match_the_paper():
+def reference_betas(schedule, T, beta1=1e-4, beta2=0.02):
+    """beta_t for t = 0..T in float64, from the papers: beta_0 = 0, then beta_1..beta_T."""
+    if schedule == "linear":  # Ho et al. 2020, section 4: beta_1 = beta1 up to beta_T = beta2, linearly
+        return np.concatenate([[0.0], np.linspace(beta1, beta2, T)])
+    f = np.cos((np.arange(T + 1) / T + 0.008) / 1.008 * np.pi / 2) ** 2  # Nichol & Dhariwal 2021, eq. 17
+    return np.concatenate([[0.0], np.minimum(1 - f[1:] / f[:-1], 0.999)])
+
+
+def reference_alphas_cumprod(schedule, T):
+    return np.cumprod(1 - reference_betas(schedule, T))  # alpha_bar_0 = 1
+
+
+@pytest.mark.parametrize("schedule, T", [("linear", 1000), ("linear", 7), ("cosine", 1000), ("cosine", 7)])
+def test_schedules_match_the_paper(schedule, T):
+    """Every schedule tensor against an independent float64 computation, indexed by t = 0..T as in Ho et al."""
+    schedules = get_schedules(1e-4, 0.02, T, schedule=schedule)
+    betas = reference_betas(schedule, T)
+    alpha_bar = np.cumprod(1 - betas)
+    expected = {
+        "alphas": 1 - betas,
+        "inv_sqrt_alphas": 1 / np.sqrt(1 - betas),
+        "sqrt_betas": np.sqrt(betas),
+        "alphas_cumprod": alpha_bar,
+        "sqrt_alphas_cumprod": np.sqrt(alpha_bar),
+        "sqrt_one_minus_alpha_prod": np.sqrt(1 - alpha_bar),
+        "one_minus_alpha_over_prod": np.concatenate([[0.0], betas[1:] / np.sqrt(1 - alpha_bar[1:])]),  # unused at 0
+    }
+    assert set(schedules) == set(expected)
+    for name, value in expected.items():
+        assert schedules[name].dtype == torch.float32 and schedules[name].shape == (T + 1,), name
+        np.testing.assert_allclose(schedules[name], value, rtol=1e-6, atol=0, err_msg=name)
+    assert schedules["alphas_cumprod"][0] == 1 and schedules["sqrt_one_minus_alpha_prod"][0] == 0  # x_0 is data
+
+
+def test_linear_schedule_has_the_papers_endpoints():
+    """Ho et al.: beta_1 = 1e-4 and beta_T = 0.02, so alpha_bar_1 = alpha_1 = 1 - beta_1."""
     schedules = get_schedules(1e-4, 0.02, 1000)
-    alpha_bar = reference_alphas_cumprod(1e-4, 0.02, 1000)
-    np.testing.assert_allclose(schedules["alphas_cumprod"], alpha_bar, rtol=1e-6)
-    np.testing.assert_allclose(schedules["sqrt_one_minus_alpha_prod"], np.sqrt(1 - alpha_bar), rtol=1e-6)
-    betas = np.linspace(1e-4, 0.02, 1001)
-    np.testing.assert_allclose(schedules["one_minus_alpha_over_prod"], betas / np.sqrt(1 - alpha_bar), rtol=1e-6)
-    np.testing.assert_allclose(schedules["sqrt_betas"][[1, 500, 1000]], [0.01095, 0.1002, 0.1414], rtol=1e-3)
-    assert all(len(s) == 1001 and s.dtype == torch.float32 for s in schedules.values())
+    np.testing.assert_allclose(schedules["sqrt_betas"][[0, 1, 1000]], [0.0, 0.01, np.sqrt(0.02)], rtol=1e-6)
+    np.testing.assert_allclose(schedules["alphas_cumprod"][1], 1 - 1e-4, rtol=1e-7)
+
+
+def test_cosine_schedule_is_f_t_over_f_0():
+    """Nichol & Dhariwal eq. 17: alpha_bar_t = f(t)/f(0) wherever the 0.999 clip on beta_t does not bite (t < T)."""
+    T = 1000
+    f = np.cos((np.arange(T + 1) / T + 0.008) / 1.008 * np.pi / 2) ** 2
+    schedules = get_schedules(1e-4, 0.02, T, schedule="cosine")
+    np.testing.assert_allclose(schedules["alphas_cumprod"][:T], (f / f[0])[:T], rtol=1e-5)
+    np.testing.assert_allclose(schedules["alphas"][T], 1 - 0.999, rtol=1e-5)  # beta_T = 1 - f(T)/f(T-1) ~ 1, clipped
 
 
 @pytest.mark.parametrize("betas, steps, message", [
@@ -64,6 +112,19 @@ def test_bad_schedule_is_refused(betas, steps, message):
         DiffusionModel(Recorder(), betas=betas, num_timesteps=steps)
 
 
+@pytest.mark.parametrize("schedule", ["quadratic", "Linear", None])
+def test_unknown_schedule_is_refused(schedule):
+    with pytest.raises(ValueError, match=r"schedule must be one of \('linear', 'cosine'\), got"):
+        DiffusionModel(Recorder(), num_timesteps=10, schedule=schedule)
+
+
+def test_cosine_schedule_does_not_use_the_betas():
+    model = DiffusionModel(Recorder(), betas=(1e-4, 0.02), num_timesteps=10, schedule="cosine")
+    other = DiffusionModel(Recorder(), betas=(1e-3, 0.5), num_timesteps=10, schedule="cosine")
+    assert model.schedule == "cosine" and DiffusionModel(Recorder(), num_timesteps=10).schedule == "linear"
+    torch.testing.assert_close(model.alphas_cumprod, other.alphas_cumprod, rtol=0, atol=0)
+
+
 def test_schedules_are_buffers_in_the_state_dict():
     model = DiffusionModel(Recorder(), num_timesteps=10)
     assert {"sqrt_alphas_cumprod", "sqrt_one_minus_alpha_prod"} <= set(model.state_dict())
@@ -72,7 +133,7 @@ def test_schedules_are_buffers_in_the_state_dict():
 def test_q_sample_uses_sqrt_one_minus_alpha_bar():
     """Homework bug 2: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."""
     model = DiffusionModel(Recorder(), num_timesteps=1000)
-    alpha_bar = torch.tensor(reference_alphas_cumprod(1e-4, 0.02, 1000), dtype=torch.float32)
+    alpha_bar = torch.tensor(reference_alphas_cumprod("linear", 1000), dtype=torch.float32)
     x0, noise = torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2)
     t = torch.tensor([1, 10, 500, 1000])
     expected = alpha_bar[t].sqrt()[:, None, None, None] * x0 + (1 - alpha_bar[t]).sqrt()[:, None, None, None] * noise
@@ -127,32 +188,41 @@ def test_random_draws_are_made_on_the_model_device():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("steps", [None, 1000])
 def test_samplers_recover_the_data_distribution(device, steps):
-    """With the exact eps of Gaussian data, Algorithm 2 and DDIM over all steps return that Gaussian."""
+    """With the exact eps of Gaussian data, Algorithm 2 and DDIM over all steps return that Gaussian.
+
+    N(0.4, 0.15^2) lies inside the data range [-1, 1] (4 std from its edge), where the samplers' clip of x_0 does
+    not act."""
     model = DiffusionModel(nn.Identity(), num_timesteps=1000)
-    model.eps_model = GaussianOracle(0.5, 0.2, model.alphas_cumprod)
+    model.eps_model = GaussianOracle(0.4, 0.15, model.alphas_cumprod)
     model = model.to(device)
     x = model.sample(4096, (1, 2, 2), device=device, steps=steps).flatten().cpu().double()
-    assert abs(x.mean().item() - 0.5) < 0.01
-    assert abs(x.std().item() - 0.2) < 0.01
+    assert abs(x.mean().item() - 0.4) < 0.01
+    assert abs(x.std().item() - 0.15) < 0.01
 
 
-@pytest.mark.parametrize("steps", [1, 5, 50])
-def test_ddim_is_exact_for_a_single_point(steps):
-    """For data that is one point, eps(x_t) is known exactly, and DDIM lands on the point in any number of steps."""
-    model = DiffusionModel(nn.Identity(), num_timesteps=1000)
-    model.eps_model = GaussianOracle(0.5, 0.0, model.alphas_cumprod)
+@pytest.mark.parametrize("schedule, steps", [
+    ("linear", None), ("linear", 1), ("linear", 2), ("linear", 5), ("linear", 50),
+    # one cosine DDIM step from t = T would divide eps's float32 rounding by sqrt(alpha_bar_T) ~ 5e-5
+    ("cosine", None), ("cosine", 2), ("cosine", 5), ("cosine", 50),
+])
+def test_samplers_land_on_a_single_data_point(schedule, steps):
+    """For data that is one point, eps(x_t, t) is known exactly (with alpha_bar as Ho et al. define it), and the
+    last step of Algorithm 2 (t = 1 -> 0) and DDIM in any number of steps must land on that point."""
+    point = torch.linspace(-0.9, 0.9, 4).reshape(1, 2, 2)
+    oracle = PointOracle(point, reference_alphas_cumprod(schedule, 1000))
+    model = DiffusionModel(oracle, num_timesteps=1000, schedule=schedule)
     x = model.sample(64, (1, 2, 2), "cpu", steps=steps)
-    torch.testing.assert_close(x, torch.full_like(x, 0.5), atol=1e-3, rtol=0)
+    torch.testing.assert_close(x, point.expand_as(x), atol=1e-4, rtol=0)
 
 
 def test_fewer_ddim_steps_trade_accuracy_for_speed():
     """DDIM's discretisation error on Gaussian data shrinks as the steps grow."""
     model = DiffusionModel(nn.Identity(), num_timesteps=1000)
-    model.eps_model = GaussianOracle(0.5, 0.2, model.alphas_cumprod)
+    model.eps_model = GaussianOracle(0.4, 0.15, model.alphas_cumprod)
     errors = []
     for steps in (10, 50, 200):
         torch.manual_seed(0)
-        errors.append(abs(model.sample(4096, (1, 2, 2), "cpu", steps=steps).std().item() - 0.2))
+        errors.append(abs(model.sample(4096, (1, 2, 2), "cpu", steps=steps).std().item() - 0.15))
     assert errors[0] > errors[1] > errors[2]
 
 
@@ -172,8 +242,50 @@ def test_sampling_is_reproducible_and_builds_no_graph(device, steps):
     torch.testing.assert_close(again, model.sample(3, (1, 8, 8), device, steps=steps), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("steps", [0, 11, 2.0])
+@pytest.mark.parametrize("steps", [0, 11, 2.0, True, "5", np.float64(3)])
 def test_ddim_steps_out_of_range(steps):
     model = DiffusionModel(Recorder(), num_timesteps=10)
     with pytest.raises(ValueError, match=r"DDIM steps must be an integer in \[1, 10\]"):
         model.sample(1, (1, 2, 2), "cpu", steps=steps)
+
+
+def test_ddim_steps_may_be_a_numpy_integer():
+    model = DiffusionModel(UNet(1, 1, hidden_size=8, image_size=8), num_timesteps=10)
+    draw = lambda steps: model.sample(2, (1, 8, 8), "cpu", steps=steps, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draw(np.int64(5)), draw(5), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("steps", [None, 1, 10])
+def test_untrained_unet_samples_are_finite_and_in_range(schedule, steps):
+    """An untrained network's eps is far off, and at t = T of the cosine schedule 1/sqrt(alpha_bar_T) ~ 2000
+    (T = 100) would magnify that into samples in the thousands: both samplers clip x_0 to the data range."""
+    model = DiffusionModel(UNet(1, 1, hidden_size=8, image_size=8), num_timesteps=100, schedule=schedule)
+    x = model.sample(4, (1, 8, 8), "cpu", steps=steps, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    assert x.abs().max() <= 1 + 1e-6  # Algorithm 2's last step reproduces the clipped x_0 up to float32 rounding
+
+
+@pytest.mark.parametrize("shape, dtype, message", [
+    ((3, 8, 8), torch.float32, r"got shape \(3, 8, 8\)"),
+    ((2, 1, 3, 8, 8), torch.float32, r"got shape \(2, 1, 3, 8, 8\)"),
+    ((2, 1, 8, 8), torch.uint8, "got dtype torch.uint8"),
+    ((2, 1, 8, 8), torch.int64, "got dtype torch.int64"),
+])
+def test_forward_refuses_inputs_that_are_not_float_nchw(shape, dtype, message):
+    """A single image or raw uint8 pixels must not broadcast into a loss or fail deep inside PyTorch."""
+    recorder = Recorder()
+    model = DiffusionModel(recorder, num_timesteps=10)
+    with pytest.raises(ValueError, match=r"inputs are float \(N, C, H, W\) in \[-1, 1\]; " + message):
+        model(torch.zeros(shape, dtype=dtype))
+    assert recorder.calls == []  # refused before any work
+
+
+def test_input_checks_work_under_torch_compile():
+    """The checks are on shape and dtype only: torch.compile traces forward as one graph, and still refuses."""
+    model = DiffusionModel(Recorder(), num_timesteps=10)
+    x0, t, noise = torch.randn(2, 1, 8, 8), torch.tensor([1, 10]), torch.randn(2, 1, 8, 8)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x0, t=t, noise=noise), model(x0, t=t, noise=noise))
+    with pytest.raises(ValueError, match=r"inputs are float \(N, C, H, W\) in \[-1, 1\]; got shape \(1, 8, 8\)"):
+        torch.compile(model, backend="eager")(x0[0])
