@@ -110,9 +110,11 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         size = x.shape[-1]
         if x.shape[-2] != size or size % (8 * self.bottleneck_pool):
+            fix = (f"build the UNet with image_size={size}" if x.shape[-2] == size and size in SUPPORTED_IMAGE_SIZES
+                   else f"images must be square with a side in {SUPPORTED_IMAGE_SIZES}")
             raise ValueError(
                 f"UNet built for image_size={self.image_size} takes square images whose side is a multiple "
-                f"of {8 * self.bottleneck_pool}; got {tuple(x.shape[-2:])}"
+                f"of {8 * self.bottleneck_pool}; got {tuple(x.shape[-2:])}: {fix}"
             )
         x = self.init_conv(x)
         down1 = self.down1(x)

@@ -33,9 +33,16 @@ def test_unsupported_image_size():
         UNet(3, 3, hidden_size=8, image_size=24)
 
 
-def test_input_that_does_not_fit_the_bottleneck():
-    with pytest.raises(ValueError, match="multiple of 32"):
+def test_input_that_does_not_fit_the_bottleneck_names_the_fix():
+    """A 16x16 input to the default (image_size=32) model: say what is wrong and which model would take it."""
+    with pytest.raises(ValueError, match=r"multiple of 32; got \(16, 16\): build the UNet with image_size=16"):
         UNet(3, 3, hidden_size=8)(torch.randn(1, 3, 16, 16), torch.rand(1))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 24, 24), (1, 3, 32, 16)])
+def test_input_of_an_unsupported_size_names_the_supported_ones(shape):
+    with pytest.raises(ValueError, match=r"got \(\d+, \d+\): images must be square with a side in \(8, 16, 32, 64, 128, 256\)"):
+        UNet(3, 3, hidden_size=8)(torch.randn(shape), torch.rand(1))
 
 
 @pytest.mark.parametrize("device", DEVICES)
