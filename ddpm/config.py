@@ -145,6 +145,40 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
+def check_ddpm_unet(hidden_size, image_size, channel_mult, num_res_blocks, attention_resolutions, dropout) -> None:
+    """Refuse a DDPM UNet (Ho et al. 2020, Appendix B) that cannot be built, naming the field and what is allowed.
+
+    Level i of the network works at resolution image_size / 2**i with hidden_size * channel_mult[i] channels.
+    """
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(hidden_size) or hidden_size <= 0 or hidden_size % 32:
+        raise ValueError("hidden_size must be a positive multiple of 32 (GroupNorm uses 32 groups on every width "
+                         f"hidden_size * channel_mult[i]), got {hidden_size!r}")
+    _check_int("image_size", image_size, minimum=4)
+    if not isinstance(channel_mult, (list, tuple)) or not channel_mult or \
+            not all(is_int(m) and m >= 1 for m in channel_mult):
+        raise ValueError("channel_mult must be a non-empty list of positive integers (one width multiplier per "
+                         f"resolution), got {channel_mult!r}")
+    levels = len(channel_mult)
+    if image_size / 2 ** (levels - 1) < 4:
+        raise ValueError(f"channel_mult has {levels} levels, which would downsample image_size {image_size} "
+                         f"below 4x4; image_size {image_size} allows at most {(image_size // 4).bit_length()} levels")
+    if image_size % 2 ** (levels - 1):
+        raise ValueError(f"image_size must be divisible by 2**(len(channel_mult) - 1) = {2 ** (levels - 1)} so "
+                         f"that every downsampling halves it exactly, got {image_size!r}")
+    resolutions = [image_size // 2**i for i in range(levels)]
+    if not isinstance(attention_resolutions, (list, tuple)) or \
+            not all(is_int(r) and r in resolutions for r in attention_resolutions):
+        raise ValueError(f"attention_resolutions must be a list of resolutions the network reaches, from "
+                         f"{resolutions}, got {attention_resolutions!r}")
+    _check_int("num_res_blocks", num_res_blocks, minimum=1)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+
+
 def _check_choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
