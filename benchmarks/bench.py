@@ -11,10 +11,10 @@
 Training: the project side is the real `ddpm.training.train`, called once per repeat for two epochs of
 `--steps` steps each over synthetic uint8 images (steps x batch of them); its first epoch is warm-up and the
 time of the second is read from the loss CSV it writes (log_every = one epoch; no resume states). The
-baseline is the homework loop on the same images and the same network (`--architecture`: the course
-UNet or the paper's): fp32, torch.optim.Adam, a DataLoader
-over PIL images with per-item ToTensor + Normalize, loss.item() every step; one warm-up epoch, then one timed
-epoch per repeat. Project and baseline repeats alternate, so load on a shared machine hits both alike.
+baseline is the homework loop on the same images and the same network (`--architecture`: the course UNet or
+the paper's): fp32, torch.optim.Adam, a DataLoader over PIL images with per-item ToTensor + Normalize,
+loss.item() every step; one warm-up epoch, then one timed epoch per repeat. Project and baseline repeats
+alternate, so load on a shared machine hits both alike.
 
 Sampling: `ddpm.sampling.generate` (bf16 on CUDA) with the ancestral sampler over all T timesteps and with
 DDIM over `--ddim-steps`, at equal batch. With `--sample-steps K` only K reverse steps of each are timed
@@ -49,7 +49,7 @@ from ddpm.training import build_model, epoch_order, resolve_device, train
 
 PRESETS = {
     "cifar": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="course"),  # the course model
-    "ddpm-cifar10": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="ddpm"),  # the paper's
+    "ddpm-cifar10": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="ddpm"),  # the paper's model
     "digits": dict(channels=1, image_size=8, hidden_size=32, batch_size=64, architecture="course"),  # the default digits model
 }
 ARCHITECTURES = ("course", "ddpm")

