@@ -1,5 +1,6 @@
-"""Check a machine with an NVIDIA GPU in one command: the CUDA tests, the speed benchmark of both networks,
-and a short real workflow run; one table, JSON for everything.
+"""Check a machine with an NVIDIA GPU in one command: the CUDA tests, both networks' benchmarks, a workflow run.
+
+One table, and JSON for everything.
 
     python3 benchmarks/gpu_check.py                                   # the project's needs are installed
     python3 benchmarks/gpu_check.py --wheels wheels/ --out results/gpu_check   # a bare machine, no network
@@ -366,7 +367,7 @@ def write_folder_dataset(folder: Path, count: int, size: int = 32, seed: int = 0
         centre, radius = rng.uniform(0.2, 0.8, 2), rng.uniform(0.1, 0.3)
         image[(x - centre[0]) ** 2 + (y - centre[1]) ** 2 < radius**2] = disc
         files.append(folder / f"{index:05d}.png")
-        Image.fromarray(image.round().astype(np.uint8), mode="RGB").save(files[-1])
+        Image.fromarray(image.round().astype(np.uint8)).save(files[-1])  # (H, W, 3) uint8: RGB
     return files
 
 
