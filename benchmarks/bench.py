@@ -1,6 +1,7 @@
 """Speed benchmark: the project's training loop, samplers and data path against the homework baseline.
 
     python benchmarks/bench.py --device cuda --out results/bench.json                # CIFAR-shaped default
+    python benchmarks/bench.py --device cuda --preset ddpm-cifar10 --out results/bench_ddpm.json  # the paper's UNet
     python benchmarks/bench.py --device cuda --compile --out results/bench_compile.json
     python benchmarks/bench.py --device cpu --preset digits --threads 1 --steps 20 --repeats 7 \
         --sample-steps 10 --out results/bench_digits_cpu.json                        # about 2 minutes
@@ -10,9 +11,10 @@
 Training: the project side is the real `ddpm.training.train`, called once per repeat for two epochs of
 `--steps` steps each over synthetic uint8 images (steps x batch of them); its first epoch is warm-up and the
 time of the second is read from the loss CSV it writes (log_every = one epoch; no resume states). The
-baseline is the homework loop on the same images and the same model: fp32, torch.optim.Adam, a DataLoader
-over PIL images with per-item ToTensor + Normalize, loss.item() every step; one warm-up epoch, then one timed
-epoch per repeat. Project and baseline repeats alternate, so load on a shared machine hits both alike.
+baseline is the homework loop on the same images and the same network (`--architecture`: the course UNet or
+the paper's): fp32, torch.optim.Adam, a DataLoader over PIL images with per-item ToTensor + Normalize,
+loss.item() every step; one warm-up epoch, then one timed epoch per repeat. Project and baseline repeats
+alternate, so load on a shared machine hits both alike.
 
 Sampling: `ddpm.sampling.generate` (bf16 on CUDA) with the ancestral sampler over all T timesteps and with
 DDIM over `--ddim-steps`, at equal batch. With `--sample-steps K` only K reverse steps of each are timed
@@ -46,9 +48,13 @@ from ddpm.sampling import generate
 from ddpm.training import build_model, epoch_order, resolve_device, train
 
 PRESETS = {
-    "cifar": dict(channels=3, image_size=32, hidden_size=128, batch_size=128),  # the course model
-    "digits": dict(channels=1, image_size=8, hidden_size=32, batch_size=64),  # the default digits model
+    "cifar": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="course"),  # the course model
+    "ddpm-cifar10": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="ddpm"),  # the paper's model
+    "digits": dict(channels=1, image_size=8, hidden_size=32, batch_size=64, architecture="course"),  # the default digits model
 }
+ARCHITECTURES = ("course", "ddpm")
+# the DDPM paper's CIFAR-10 network (Ho et al. 2020, Appendix B) as TrainConfig fields, with `hidden_size` 128
+PAPER_UNET = dict(channel_mult=[1, 2, 2, 2], num_res_blocks=2, attention_resolutions=[16], dropout=0.1)
 PEAK_BF16_FLOPS = (("H100 SXM", 989e12), ("H100 80GB HBM3", 989e12), ("H200", 989e12), ("A100", 312e12))
 
 
@@ -57,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", default="benchmarks/results/bench.json", help="where the JSON goes")
     parser.add_argument("--preset", default="cifar", choices=tuple(PRESETS), help="sizes the flags below override")
+    parser.add_argument("--architecture", choices=ARCHITECTURES,
+                        help="the network: the course UNet or the DDPM paper's at its CIFAR-10 settings (default: the preset's)")
     parser.add_argument("--channels", type=int, choices=(1, 3))
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--hidden-size", type=int)
@@ -80,14 +88,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def project_config(args, device: torch.device) -> TrainConfig:
-    """TrainConfig defaults (EMA, auto amp/channels_last/data_on_device) at the benchmark's sizes.
+def network_fields(architecture: str) -> dict:
+    """TrainConfig's network fields: none for the course UNet (TrainConfig's default network), the paper's
+    CIFAR-10 settings for its UNet."""
+    return {} if architecture == "course" else {"architecture": architecture, **PAPER_UNET}
 
-    AdamW with weight_decay 0 is Adam's update; on CUDA make_optimizer fuses it."""
+
+def project_config(args, device: torch.device) -> TrainConfig:
+    """TrainConfig defaults (EMA, auto amp/channels_last/data_on_device) at the benchmark's sizes and network.
+
+    AdamW with weight_decay 0 is Adam's update; make_optimizer fuses it."""
     return TrainConfig(
         hidden_size=args.hidden_size, num_timesteps=args.num_timesteps, batch_size=args.batch_size,
         optimizer="adamw", epochs=2, device=device.type, compile=args.compile,
-        log_every=args.steps, state_every=2 * args.steps + 1,
+        log_every=args.steps, state_every=2 * args.steps + 1, **network_fields(args.architecture),
     )
 
 
@@ -296,8 +310,11 @@ def print_table(results: dict) -> None:
         (f"sampling images/s ({how})", sampling["ddim"]["images_per_second"],
          sampling["ancestral"]["images_per_second"], sampling["ratio"]),
     ]
-    print(f"{results['device']['name']} ({results['device']['type']}), torch {results['device']['torch']}, "
-          f"training FLOPs/image {flops['train_flops_per_image']:.4g}")
+    device, args = results["device"], results["config"]["args"]
+    memory = f", peak GPU memory {device['peak_memory_bytes'] / 2**30:.2f} GiB" if device["peak_memory_bytes"] else ""
+    print(f"{device['name']} ({device['type']}), torch {device['torch']}, {args['architecture']} UNet "
+          f"(hidden_size {args['hidden_size']}, {args['channels']}x{args['image_size']}x{args['image_size']}, "
+          f"batch {args['batch_size']}), training FLOPs/image {flops['train_flops_per_image']:.4g}{memory}")
     for row in rows:
         cells = [cell if isinstance(cell, str) else fmt(cell) for cell in row]
         print(f"{cells[0]:<52}{cells[1]:>14}{cells[2]:>16}{cells[3]:>8}")
@@ -309,6 +326,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     config = project_config(args, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.steps * args.batch_size, args.channels, args.image_size, args.image_size),
                            dtype=torch.uint8, generator=generator)
@@ -325,6 +344,7 @@ def main(argv=None) -> dict:
            for side in ("project", "baseline")}
     results["flops"] = {"train_flops_per_image": flops_per_image, "project_mfu": mfu["project"],
                         "baseline_mfu": mfu["baseline"]}
+    results["device"]["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     print_table(results)
     out = atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=2).encode()))
     print(f"wrote {out}")
