@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
 min_version("9.0")
 
@@ -18,12 +18,25 @@ min_version("9.0")
 # envs and cluster jobs, which receive PYTHONPATH through `envvars:`.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
-from ddpm.config import check_dataset, check_evaluation, experiment_configs, experiment_labels
+from ddpm.config import (
+    check_dataset,
+    check_evaluation,
+    check_gpus,
+    check_sampling,
+    experiment_configs,
+    experiment_labels,
+    sample_settings,
+    yaml_config_overrides,
+)
 
 
-if not config:
+# the default config, unless --configfile names another; --config applies on top of either
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+update_config(config, yaml_config_overrides(workflow.config_settings.config_args))
 
 
 envvars:
@@ -31,22 +44,23 @@ envvars:
 
 
 validate(config, "config/schema.yaml")
-EXPERIMENTS = experiment_configs(config)
-check_evaluation(config["dataset"], config["evaluation"])
-check_dataset(**config["dataset"])
-DATA = f"data/{config['dataset']['name']}"
+DATASET = check_dataset(**config["dataset"])
+EXPERIMENTS = experiment_configs(config, DATASET)
+check_sampling(config["sampling"], EXPERIMENTS)
+check_evaluation(DATASET, config["evaluation"])
+DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
-# params in a fixed key order: reordering the YAML must not rerun anything
-DATASET = dict(sorted(config["dataset"].items()))
-SAMPLING = dict(sorted(config["sampling"].items()))
 LABELS = experiment_labels(EXPERIMENTS)
 # GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
 GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
+# (a cluster job's own snakemake is given --resources for that one job)
+if workflow.is_main_process:
+    check_gpus(GPUS, workflow.global_resources.get("gpu").value)
 
 
 wildcard_constraints:
     exp="|".join(re.escape(name) for name in EXPERIMENTS),
-    epoch=r"\d+",
+    epoch="|".join(str(epoch) for epoch in SAMPLE_EPOCHS),
 
 
 report: "report/workflow.rst"
@@ -69,7 +83,10 @@ rule download:
         images=f"{DATA}/images.npy",
         info=f"{DATA}/info.json",
     params:
-        dataset=DATASET,
+        # params in a fixed key order: reordering the YAML must not rerun anything
+        dataset=dict(sorted(config["dataset"].items())),
+        # a folder's file listing: adding, removing or changing an image prepares the data again
+        files=DATASET.files_digest(),
     log:
         "results/logs/download.log",
     benchmark:
@@ -89,7 +106,7 @@ rule train:
         config="results/{exp}/config.yaml",
     params:
         config=lambda wildcards: EXPERIMENTS[wildcards.exp].to_dict(),
-        dataset=DATASET,
+        dataset=DATASET.to_dict(),
         state_dir=lambda wildcards: f"results/resume/{wildcards.exp}",
     log:
         "results/logs/train/{exp}.log",
@@ -110,16 +127,9 @@ rule sample:
     input:
         checkpoint="results/{exp}/checkpoints/epoch_{epoch}.pt",
     output:
-        grid=report(
-            "results/{exp}/samples/epoch_{epoch}.png",
-            caption="report/samples.rst",
-            category="Samples",
-            subcategory="{exp}",
-            labels={"experiment": "{exp}", "epoch": "{epoch}"},
-        ),
         array="results/{exp}/samples/epoch_{epoch}.npy",
     params:
-        sampling=SAMPLING,
+        sampling=sample_settings(config["sampling"]),
         device=lambda wildcards: EXPERIMENTS[wildcards.exp].device,
     log:
         "results/logs/sample/{exp}/epoch_{epoch}.log",
@@ -134,6 +144,27 @@ rule sample:
         "environment.yml"
     script:
         "scripts/sample.py"
+
+
+rule plot_grid:
+    input:
+        "results/{exp}/samples/epoch_{epoch}.npy",
+    output:
+        report(
+            "results/{exp}/samples/epoch_{epoch}.png",
+            caption="report/samples.rst",
+            category="Samples",
+            subcategory="{exp}",
+            labels={"experiment": "{exp}", "epoch": "{epoch}"},
+        ),
+    params:
+        grid_size=config["sampling"]["grid_size"],
+    log:
+        "results/logs/plot_grid/{exp}/epoch_{epoch}.log",
+    conda:
+        "environment.yml"
+    script:
+        "scripts/plot_grid.py"
 
 
 rule aggregate_losses:
