@@ -1,13 +1,13 @@
 """ddpm: a correct, tested DDPM (Ho et al. 2020) with the course homework's vocabulary.
 
-    from ddpm import DiffusionModel, UNet, TrainConfig
+    from ddpm import DiffusionModel, UNet, DDPMUNet, TrainConfig
 
 The names load lazily (PEP 562), so `import ddpm.config` (the workflow's config checks) needs no torch.
 """
 
 import importlib
 
-_EXPORTS = {"DiffusionModel": "ddpm.diffusion", "UNet": "ddpm.unet", "TrainConfig": "ddpm.config"}
+_EXPORTS = {"DiffusionModel": "ddpm.diffusion", "UNet": "ddpm.unet", "DDPMUNet": "ddpm.ddpm_unet", "TrainConfig": "ddpm.config"}
 __all__ = list(_EXPORTS)
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ddpm.checkpoint import ResumeStore, save_checkpoint
 from ddpm.config import TrainConfig
+from ddpm.ddpm_unet import DDPMUNet
 from ddpm.data import load_dataset, random_hflip, to_model_range
 from ddpm.diffusion import DiffusionModel
 from ddpm.files import atomic_write, publish
@@ -43,8 +44,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def build_model(config: TrainConfig, channels: int, image_size: int) -> DiffusionModel:
-    unet = UNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size)
-    return DiffusionModel(unet, betas=(config.beta1, config.beta2), num_timesteps=config.num_timesteps)
+    """The DiffusionModel around the network `config.architecture` names: the course UNet or the paper's."""
+    if config.architecture == "ddpm":
+        unet = DDPMUNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size,
+                        channel_mult=config.channel_mult, num_res_blocks=config.num_res_blocks,
+                        attention_resolutions=config.attention_resolutions, dropout=config.dropout)
+    else:
+        unet = UNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size)
+    return DiffusionModel(unet, betas=(config.beta1, config.beta2), num_timesteps=config.num_timesteps,
+                          schedule=config.schedule)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -74,7 +74,7 @@ def test_folder_dataset_is_readable_structured_and_seeded(gpu_check, tmp_path):
     assert np.abs(np.diff(images.astype(int), axis=2)).mean() < 0.2 * np.abs(images - images.mean()).mean()
     again = gpu_check.write_folder_dataset(tmp_path / "b", count=12)
     assert [f.read_bytes() for f in again] == [f.read_bytes() for f in files]
-    assert check_dataset("folder", tmp_path / "a", image_size=32, channels=3) == files  # the workflow accepts it
+    assert list(check_dataset("folder", tmp_path / "a", image_size=32, channels=3).files) == files  # the workflow accepts it
 
 
 @pytest.mark.parametrize("smoke", [False, True], ids=["full", "smoke"])
@@ -82,10 +82,12 @@ def test_workflow_config_passes_the_workflows_checks(gpu_check, tmp_path, smoke)
     from snakemake.utils import validate
 
     sizes = gpu_check.SMOKE if smoke else gpu_check.FULL
+    gpu_check.write_folder_dataset(tmp_path, count=sizes.images)
     config = gpu_check.workflow_config(tmp_path, sizes)
     validate(config, str(ROOT / "config" / "schema.yaml"))
-    check_evaluation(config["dataset"], config["evaluation"])
-    (experiment,) = experiment_configs(config).values()
+    dataset = check_dataset(**config["dataset"])
+    check_evaluation(dataset, config["evaluation"])
+    (experiment,) = experiment_configs(config, dataset).values()
     assert (experiment.epochs, experiment.device, experiment.checkpoint_epochs) == (2, sizes.device, [1, 2])
     assert sizes.images // experiment.batch_size >= 2  # several steps per epoch
     assert config["sampling"]["sampler"] == "ddim"
