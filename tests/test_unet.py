@@ -51,15 +51,14 @@ def test_time_embedding_is_per_sample(device):
     unet = UNet(3, 3, hidden_size=16).to(device)
     x = torch.randn(1, 3, 32, 32, device=device).repeat(3, 1, 1, 1)
     t = torch.tensor([0.1, 0.5, 0.9], device=device)
-    # fp32 convolutions: with TF32 (cuDNN's default) a batch of 3 and a batch of 1 round differently
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        batched = unet(x, t)
-        for i in range(3):
-            torch.testing.assert_close(batched[i : i + 1], unet(x[i : i + 1], t[i : i + 1]), rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(batched[0], batched[2], atol=1e-4)  # the timestep matters
+    # on CUDA, cuDNN picks other algorithms (TF32 by default) for a batch of 3 than for a batch of 1
+    tolerance = dict(rtol=1e-4, atol=1e-5) if device == "cpu" else dict(rtol=1e-3, atol=1e-4)
+    batched = unet(x, t)
+    for i in range(3):
+        torch.testing.assert_close(batched[i : i + 1], unet(x[i : i + 1], t[i : i + 1]), **tolerance)
+    assert not torch.allclose(batched[0], batched[2], atol=1e-3)  # the timestep matters
     # a timestep given as (B, 1), as the course's sampler passes it, means the same
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        torch.testing.assert_close(unet(x, t[:, None]), batched)
+    torch.testing.assert_close(unet(x, t[:, None]), batched, **tolerance)
 
 
 def test_public_api_names():
