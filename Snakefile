@@ -45,9 +45,9 @@ envvars:
 
 validate(config, "config/schema.yaml")
 DATASET = check_dataset(**config["dataset"])
+check_evaluation(DATASET, config["evaluation"])
 EXPERIMENTS = experiment_configs(config, DATASET)
 check_sampling(config["sampling"], EXPERIMENTS)
-check_evaluation(DATASET, config["evaluation"])
 DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 LABELS = experiment_labels(EXPERIMENTS)
