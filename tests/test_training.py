@@ -184,12 +184,12 @@ def test_switch_on_the_cpu_learns_like_fp32(switched, fp32):
     only reorders fp32 sums, data_on_device changes nothing on the CPU. Later rows may drift by a few percent,
     because Adam's scale-free update turns rounding differences in tiny gradients into steps of up to lr. The
     compiled network draws t and noise with inductor's own generator, so there only the mean over the run agrees,
-    to the sampling noise of the loss."""
+    to the sampling noise of a mean of 24 rows (rows scatter by a few percent)."""
     name, run_dir, _, _ = switched
     loss, reference = losses(run_dir), losses(fp32)
     assert loss.shape == reference.shape and torch.isfinite(loss).all()
     if name == "compile":
-        assert loss.mean().item() == pytest.approx(reference.mean().item(), rel=0.1)
+        assert loss.mean().item() == pytest.approx(reference.mean().item(), rel=0.03)  # measured: 0.07 %
     elif name == "data_on_device":
         assert torch.equal(loss, reference)
     else:
