@@ -11,11 +11,12 @@ import sys
 import time
 
 import pytest
+import torch
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
-from ddpm.training import run_experiment, training_command
+from ddpm.training import RunFiles, build_parts, run_experiment, training_command
 from tests.test_training import interrupted
 from tests.workflow import ONE_THREAD_ENV, ROOT
 
@@ -126,26 +127,38 @@ def stopped_by_sigterm(data):
     return (data / "signalled_0.log").read_text(), data / "saved_by_two"
 
 
+def assert_stopped_together(output, signal_name, store):
+    """Both ranks said they stopped, at the same step, whose state and loss row are the last ones: 0 steps lost."""
+    message = f"training interrupted by {signal_name} at step "
+    stops = {int(part.split()[0]) for part in output.split(message)[1:]}
+    assert output.count(message) == 2 and len(stops) == 1, output
+    step = stops.pop()
+    with open(store.directory / "losses.csv", newline="") as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) == store.steps()[-1] == step
+    return step
+
+
+RUN_EXPERIMENT = ("import json, sys; from ddpm.config import TrainConfig; from ddpm.training import run_experiment; "
+                  "run_experiment(TrainConfig(**json.loads(sys.argv[1])), *sys.argv[2:])")
+
+
 def test_two_processes_stop_together_on_sigterm_and_sigusr1_and_resume_bit_identically(data, uninterrupted,
                                                                                       stopped_by_sigterm):
-    """torchrun passes the signal on to both workers; they agree on the step to stop at through the loss's
-    all_reduce, save one state of it, and both say so; the reruns continue from there."""
-    output = stopped_by_sigterm[0]
+    """SIGTERM to torchrun, which passes it on to both workers; then SIGUSR1 to a run_experiment process (as a
+    job's script), which passes it on to torchrun, which passes it on too (TORCHRUN_OPTIONS). The workers agree
+    on the step to stop at through the loss's all_reduce and save one state of it; the reruns go on from there."""
     store = ResumeStore(data / "state" / "signalled")
-    for number, signal_number in enumerate([signal.SIGTERM, signal.SIGUSR1]):
-        if number:
-            process = start(two_processes(data, "signalled"), data / "signalled_1.log")
-            wait_for_state(process, store, step + 20)
-            process.send_signal(signal_number)
-            assert process.wait(timeout=120) != 0
-            output = (data / "signalled_1.log").read_text()
-            assert f"resumed from step {step} " in output
-        message = f"training interrupted by {signal_number.name} at step "
-        stops = {int(part.split()[0]) for part in output.split(message)[1:]}
-        assert output.count(message) == 2 and len(stops) == 1, output  # each rank stopped, at the same step
-        step = stops.pop()
-        with open(store.directory / "losses.csv", newline="") as f:
-            assert int(list(csv.DictReader(f))[-1]["step"]) == store.steps()[-1] == step
+    step = assert_stopped_together(stopped_by_sigterm[0], "SIGTERM", store)
+
+    command = [sys.executable, "-c", RUN_EXPERIMENT, json.dumps({**CONFIG, "gpus": 2}), str(data / "data"),
+               str(data / "signalled"), str(store.directory)]
+    process = start(command, data / "signalled_1.log")
+    wait_for_state(process, store, step + 20)
+    process.send_signal(signal.SIGUSR1)
+    assert process.wait(timeout=120) != 0
+    output = (data / "signalled_1.log").read_text()
+    assert f"resumed from step {step} " in output
+    assert_stopped_together(output, "SIGUSR1", store)
 
     result = subprocess.run(two_processes(data, "signalled"), env=ONE_THREAD_ENV, capture_output=True, text=True,
                             timeout=300)
@@ -153,17 +166,20 @@ def test_two_processes_stop_together_on_sigterm_and_sigusr1_and_resume_bit_ident
     assert_same_run(data / "signalled", data / "gpus2")
 
 
-def test_a_state_of_fewer_processes_is_reported_and_training_starts_afresh(data, uninterrupted):
-    """Raising gpus after a failure: the one-process state cannot give rank 1 its RNG state."""
+def test_a_state_of_fewer_processes_is_reported_and_not_used(data):
+    """Raising gpus after a failure: a one-process state has no RNG state for rank 1 (an IndexError before)."""
     config = TrainConfig(**CONFIG, gpus=1)
-    interrupted(config, load_dataset(data / "data")[0], data, "raised", after_state=10)
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as output:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        patch.setenv("PYTHONPATH", str(ROOT))
-        run_experiment(TrainConfig(**CONFIG, gpus=2), data / "data", data / "raised", data / "state" / "raised")
-    message = "was saved by 1 processes but this run has 2 (a resume needs the same number); starting from scratch"
-    assert output.getvalue().count(message) == 2, output.getvalue()
-    assert_same_run(data / "raised", data / "gpus2")
+    images = load_dataset(data / "data")[0]
+    interrupted(config, images, data, "raised", after_state=10)
+    store = ResumeStore(data / "state" / "raised")
+    for rank in (1, 0):  # rank 0 last: it removes the state
+        messages = []
+        files = RunFiles(config, images, data / "raised", store.directory, rank=rank, world=2)
+        assert files.resume(build_parts(config, 1, 8, torch.device("cpu"), rank), messages.append) == (0, 0.0)
+        assert messages == [f"resume state in {store.directory} was saved by 1 processes but this run has 2 "
+                            "(a resume needs the same number); starting from scratch"]
+        files.close()
+    assert store.steps() == []
 
 
 def test_a_state_of_more_processes_is_reported_and_training_starts_afresh(data, uninterrupted, stopped_by_sigterm):
