@@ -27,17 +27,19 @@ def generate(
     seed: int = 0,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    amp: bool | None = None,
 ) -> torch.Tensor:
     """`num_samples` uint8 images (N, C, H, W), drawn in batches; the same seed gives the same images.
 
     `steps=None` runs the ancestral sampler over all timesteps, an integer runs DDIM with that many.
-    On CUDA the network runs under bf16 autocast.
+    `amp` runs the network under bf16 autocast on the device (None: on CUDA only).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     unet = model.eps_model
     size = (unet.in_channels, unet.image_size, unet.image_size)
     generator = torch.Generator(device=device).manual_seed(seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    amp = device.type == "cuda" if amp is None else amp
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     batches = []
     with autocast:
         for start in range(0, num_samples, batch_size):
@@ -47,7 +49,7 @@ def generate(
 
 
 def sample_checkpoint(checkpoint_path: str | Path, num_samples: int, steps: int | None = None, seed: int = 0,
-                      batch_size: int = 256, device: str = "auto") -> torch.Tensor:
+                      batch_size: int = 256, device: str = "auto", amp: bool | None = None) -> torch.Tensor:
     """Load a checkpoint and draw uint8 samples from it (see `generate`)."""
     device = resolve_device(device)
-    return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device)
+    return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device, amp)

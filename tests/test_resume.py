@@ -1,4 +1,5 @@
-"""Exact resume: SIGKILL a real training process at random moments, restart it, compare bit for bit."""
+"""Exact resume: SIGKILL a real training process at random moments, or stop it with SIGTERM and SIGUSR1,
+restart it, compare bit for bit."""
 
 import csv
 import json
@@ -12,7 +13,8 @@ import pytest
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.data import prepare_dataset
-from tests.workflow import ONE_THREAD_ENV, finish, snakemake, start_snakemake, tiny_config, training_command
+from ddpm.training import INTERRUPTED_EXIT_CODE, training_command
+from tests.workflow import ONE_THREAD_ENV, finish, snakemake, start_snakemake, tiny_config
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
 CONFIG = dict(hidden_size=8, num_timesteps=50, batch_size=32, epochs=4, lr=1e-3, ema_decay=0.9, flip=True,
@@ -25,6 +27,21 @@ def setup(tmp_path_factory):
     prepare_dataset("digits", root / "data")
     (root / "config.json").write_text(json.dumps(CONFIG))
     return root
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    """The uninterrupted run, started at once so that it trains on the other core while the tests interrupt theirs;
+    call it to wait for it."""
+    process = start(setup, "reference", setup / "reference.log")
+
+    def finished():
+        assert process.wait(timeout=300) == 0, (setup / "reference.log").read_text()
+        return "reference"
+
+    yield finished
+    process.kill()
+    process.wait()
 
 
 def start(root, name, log):
@@ -52,10 +69,40 @@ def assert_same_run(root, a, b):
     return largest
 
 
-def test_killed_at_random_moments_resumes_bit_identically(setup):
+def wait_for_state(process, store, step):
+    while process.poll() is None and max(store.steps(), default=0) < step:
+        time.sleep(0.005)
+    assert process.poll() is None, "training ended before the signal could be sent"
+
+
+def test_sigterm_and_sigusr1_lose_no_step_and_the_rerun_resumes_bit_identically(setup, reference):
+    """A time limit's signal mid-run: the process finishes its step, saves a state of it with the loss rows up to
+    it, says so and exits with INTERRUPTED_EXIT_CODE; the rerun continues from exactly there."""
+    store = ResumeStore(setup / "state" / "signalled")
+    for number, (signal_number, after) in enumerate([(signal.SIGTERM, 40), (signal.SIGUSR1, 120)]):
+        log = setup / f"signalled_{number}.log"
+        process = start(setup, "signalled", log)
+        wait_for_state(process, store, after)
+        process.send_signal(signal_number)
+        assert process.wait(timeout=120) == INTERRUPTED_EXIT_CODE, log.read_text()
+        output = log.read_text()
+        message = f"training interrupted by {signal_number.name} at step "
+        assert message in output, output
+        step = int(output.split(message)[1].split()[0])
+        assert store.steps()[-1] == step > after  # the state of the last step done
+        assert rows(store.directory / "losses.csv")[-1][0] == str(step)  # and its loss row: 0 steps lost
+        assert f"resumes from step {step}" in output
+        if number:
+            assert "resumed from step" in output
+    process = start(setup, "signalled", setup / "signalled_2.log")
+    assert process.wait(timeout=300) == 0, (setup / "signalled_2.log").read_text()
+    assert f"resumed from step {step} " in (setup / "signalled_2.log").read_text()
+    assert_same_run(setup, reference(), "signalled")
+
+
+def test_killed_at_random_moments_resumes_bit_identically(setup, reference):
     """After the second kill the newest state is also truncated, as by a full disk: the restart skips it and
     resumes from the one before, and the run still ends bit-identical."""
-    reference = start(setup, "reference", setup / "reference.log")  # uninterrupted, on the other core meanwhile
     rng = random.Random(1234)
     store = ResumeStore(setup / "state" / "killed")
     kills, outputs, target, truncated = 0, [], 0, None
@@ -77,13 +124,12 @@ def test_killed_at_random_moments_resumes_bit_identically(setup):
             truncated = store.path(store.steps()[-1])
             truncated.write_bytes(truncated.read_bytes()[:100])
     assert process.returncode == 0, outputs[-1]
-    assert reference.wait(timeout=300) == 0, (setup / "reference.log").read_text()
     resumed_from = [line for output in outputs for line in output.splitlines() if line.startswith("resumed from step")]
     print(f"{kills} kills; restarts {'; '.join(resumed_from)}")
     assert kills >= 4, f"only {kills} kills landed before training finished"
     assert len(resumed_from) >= kills - 1  # every restart after the first kill resumed
     assert f"skipping resume state: checkpoint {truncated} is corrupted or truncated" in outputs[2]
-    assert_same_run(setup, "reference", "killed")
+    assert_same_run(setup, reference(), "killed")
 
 
 def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):

@@ -1,13 +1,16 @@
 import csv
+import os
+import signal
 
 import pytest
 import torch
 
-from ddpm.checkpoint import load_checkpoint
+from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
 from ddpm.sampling import load_model, sample_checkpoint
-from ddpm.training import CSV_COLUMNS, NonFiniteLossError, train
+from ddpm.training import (CSV_COLUMNS, Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts,
+                           run_experiment, train, training_step)
 from tests.conftest import DEVICES
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
@@ -112,3 +115,142 @@ def test_batch_larger_than_the_dataset(digits, tmp_path):
 def test_trains_on_each_device(digits, tmp_path, device):
     run_dir = run(tiny(device=device, epochs=1, checkpoint_epochs=[1]), digits, tmp_path)
     assert (run_dir / "checkpoints" / "epoch_1.pt").exists()
+
+
+def interrupted(config, images, root, name, after_state, signal_number=signal.SIGTERM):
+    """Train run `name`, sending this process `signal_number` right after the resume state of step `after_state`
+    is written, as a time limit would; returns the TrainingInterrupted it ends with."""
+    save = ResumeStore.save
+
+    def save_then_signal(store, state, step):
+        path = save(store, state, step)
+        if step == after_state:
+            os.kill(os.getpid(), signal_number)
+        return path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ResumeStore, "save", save_then_signal)
+        with pytest.raises(TrainingInterrupted) as stopped:
+            run(config, images, root, name)
+    return stopped.value
+
+
+def test_a_signal_stops_at_the_next_row_saves_that_step_and_restores_the_handlers(digits, tmp_path):
+    """SIGUSR1 after the state of step 4 stops training after step 5 (log_every 1): one more state, of step 5,
+    and the CSV up to it; the handlers installed before train() are back afterwards."""
+    handlers = {number: (lambda *_: None) for number in (signal.SIGTERM, signal.SIGUSR1)}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    try:
+        stopped = interrupted(tiny(), digits, tmp_path, "run", after_state=4, signal_number=signal.SIGUSR1)
+        assert all(signal.getsignal(number) is handler for number, handler in handlers.items())
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert str(stopped).startswith("training interrupted by SIGUSR1 at step 5 (epoch 1); its resume state is saved in ")
+    assert str(stopped).endswith("running the same command again resumes from step 5")
+    state_dir = tmp_path / "state" / "run"
+    assert ResumeStore(state_dir).steps() == [4, 5]
+    assert [row[0] for row in read_csv(state_dir / "losses.csv", ("step",))] == [str(s) for s in range(1, 6)]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def fp32(digits, tmp_path_factory):
+    """An uninterrupted run with every fast-path switch off."""
+    return run(tiny(epochs=4, checkpoint_epochs=[2, 4]), digits, tmp_path_factory.mktemp("fp32"))
+
+
+SWITCHES = {"amp": dict(amp="on"), "channels_last": dict(channels_last="on"), "data_on_device": dict(data_on_device="on"),
+            "compile": dict(compile=True)}
+
+
+@pytest.fixture(scope="module", params=["amp", "channels_last", "data_on_device",
+                                        pytest.param("compile", marks=pytest.mark.slow)])
+def switched(request, digits, tmp_path_factory):
+    """One fast-path switch `on` on the CPU: an uninterrupted run, and one stopped by SIGTERM after step 5 and rerun."""
+    root = tmp_path_factory.mktemp(request.param)
+    config = tiny(epochs=4, checkpoint_epochs=[2, 4], **SWITCHES[request.param])
+    stopped = interrupted(config, digits, root, "resumed", after_state=4)
+    run(config, digits, root, "resumed")
+    return request.param, run(config, digits, root, "uninterrupted"), root / "resumed", stopped
+
+
+def losses(run_dir):
+    return torch.tensor([float(loss) for loss, in read_csv(run_dir / "losses.csv", ("loss",))])
+
+
+def test_switch_on_the_cpu_learns_like_fp32(switched, fp32):
+    """Step 1 (the same weights and draws) agrees to the switch's rounding: bf16 keeps 8 significant bits, NHWC
+    only reorders fp32 sums, data_on_device changes nothing on the CPU. Later rows may drift by a few percent,
+    because Adam's scale-free update turns rounding differences in tiny gradients into steps of up to lr. The
+    compiled network draws t and noise with inductor's own generator, so there only the mean over the run agrees,
+    to the sampling noise of a mean of 24 rows (rows scatter by a few percent)."""
+    name, run_dir, _, _ = switched
+    loss, reference = losses(run_dir), losses(fp32)
+    assert loss.shape == reference.shape and torch.isfinite(loss).all()
+    if name == "compile":
+        assert loss.mean().item() == pytest.approx(reference.mean().item(), rel=0.03)  # measured: 0.07 %
+    elif name == "data_on_device":
+        assert torch.equal(loss, reference)
+    else:
+        assert loss[0].item() == pytest.approx(reference[0].item(), rel=1e-2 if name == "amp" else 1e-5)
+        torch.testing.assert_close(loss, reference, rtol=0.05, atol=0)
+        assert not torch.equal(loss, reference)  # the switch does change the computation on the CPU
+
+
+def test_switch_on_the_cpu_resumes_bit_identically(switched):
+    name, uninterrupted, resumed, stopped = switched
+    assert "at step 5 " in str(stopped)
+    assert read_csv(resumed / "losses.csv", DETERMINISTIC_COLUMNS) == read_csv(uninterrupted / "losses.csv", DETERMINISTIC_COLUMNS)
+    for epoch in (2, 4):
+        first, second = (load_checkpoint(d / "checkpoints" / f"epoch_{epoch}.pt") for d in (uninterrupted, resumed))
+        for part in ("model", "ema"):
+            assert all(torch.equal(value, second[part][key]) for key, value in first[part].items()), (name, epoch, part)
+
+
+def test_switch_on_the_cpu_checkpoint_samples_also_in_bf16(switched):
+    """The checkpoint of each switch samples; with amp the network runs in bf16 on the CPU too, which moves some
+    pixels by a level or so of 255."""
+    name, run_dir, _, _ = switched
+    checkpoint = run_dir / "checkpoints" / "epoch_4.pt"
+    fp32_samples = sample_checkpoint(checkpoint, 8, steps=5, seed=1, device="cpu")
+    bf16_samples = sample_checkpoint(checkpoint, 8, steps=5, seed=1, device="cpu", amp=True)
+    assert fp32_samples.shape == bf16_samples.shape == (8, 1, 8, 8) and bf16_samples.dtype == torch.uint8
+    assert torch.equal(fp32_samples, sample_checkpoint(checkpoint, 8, steps=5, seed=1, device="cpu", amp=False))
+    difference = (fp32_samples.int() - bf16_samples.int()).abs().float()
+    assert 0 < difference.mean() <= 0.5 and difference.max() <= 3, name  # measured: 0.1 to 0.14, and 1
+
+
+def test_a_training_step_makes_its_tensors_on_the_model_device(digits):
+    """The meta device stands in for a GPU (as in test_diffusion.py): every tensor of a step, the batch, the loss,
+    the window's sum, the gradients, optimizer and EMA state, must be made on it, not on a default device."""
+    meta = torch.device("meta")
+    for optimizer in ("adam", "sgd"):
+        config = tiny(optimizer=optimizer, channels_last="on", data_on_device="on", grad_clip=1.0)
+        parts = build_parts(config, 1, 8, meta)
+        x = Batches(digits, config, meta, parts.memory_format)(0)
+        window = LogWindow(meta, None, config.batch_size, 0, 10, 0.0)
+        loss, _ = training_step(parts, x, config.grad_clip)
+        window.add(loss)
+        assert x.device == loss.device == window.loss_sum.device == meta
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        tensors = [*parts.model.parameters(), *(p.grad for p in parts.model.parameters()), *parts.ema.module.parameters(),
+                   *(v for state in parts.optimizer.state.values() for k, v in state.items() if k != "step")]
+        assert all(t.device == meta for t in tensors)
+
+
+def test_run_experiment_removes_its_config_file_however_training_ends(digits, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    with pytest.raises(FileNotFoundError):
+        run_experiment(tiny(), tmp_path / "no_dataset_here", run_dir, tmp_path / "state")
+    assert not (run_dir / "train_config.json").exists()
+
+    def interrupted_by_the_user(*args, **kwargs):
+        assert (run_dir / "train_config.json").exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ddpm.training.train", interrupted_by_the_user)
+    monkeypatch.setattr("ddpm.training.load_dataset", lambda path: (digits, None))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tiny(), tmp_path / "data", run_dir, tmp_path / "state")
+    assert not (run_dir / "train_config.json").exists()
