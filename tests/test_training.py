@@ -4,13 +4,14 @@ import signal
 
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
 from ddpm.sampling import load_model, sample_checkpoint
 from ddpm.training import (CSV_COLUMNS, Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts,
-                           run_experiment, train, training_step)
+                           run_experiment, train, training_step, warmup_ema)
 from tests.conftest import DEVICES
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
@@ -254,3 +255,20 @@ def test_run_experiment_removes_its_config_file_however_training_ends(digits, tm
     with pytest.raises(KeyboardInterrupt):
         run_experiment(tiny(), tmp_path / "data", run_dir, tmp_path / "state")
     assert not (run_dir / "train_config.json").exists()
+
+
+def test_ema_warms_up_then_keeps_its_decay():
+    """ema_n = d_n ema_{n-1} + (1 - d_n) w_n with d_n = min(decay, (1 + n) / (10 + n)), the first update a copy;
+    checked against the same recurrence in float64 over weights that change every step."""
+    decay = 0.95
+    weights = torch.nn.Parameter(torch.zeros(3))
+    ema = AveragedModel(torch.nn.ParameterList([weights]), multi_avg_fn=warmup_ema(decay), use_buffers=True)
+    expected = None
+    for n in range(300):  # the warm-up ends at n = 170, where (1 + n) / (10 + n) reaches 0.95
+        with torch.no_grad():
+            weights.copy_(torch.tensor([n, -2.0 * n, n % 7], dtype=torch.float32))
+        ema.update_parameters(torch.nn.ParameterList([weights]))
+        w = weights.detach().double()
+        d = min(decay, (1 + n) / (10 + n))
+        expected = w.clone() if n == 0 else d * expected + (1 - d) * w
+        torch.testing.assert_close(ema.module[0].detach().double(), expected, rtol=1e-5, atol=1e-4)
