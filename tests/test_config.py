@@ -1,8 +1,12 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
 from ddpm.config import (
     DatasetInfo,
@@ -18,6 +22,8 @@ from ddpm.config import (
 )
 
 DIGITS = DatasetInfo("digits", 1797, 1, 8)
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = str(ROOT / "config" / "schema.yaml")
 
 
 def test_defaults_are_the_course_model():
@@ -198,3 +204,33 @@ def test_gpus_beyond_the_given_resources_are_refused():
 def test_config_overrides_are_read_as_yaml():
     assert yaml_config_overrides(["sample_epochs=[10, 30]", "sampling={grid_size: 4}", "name=x", "lr=2e-3"]) == \
         {"sample_epochs": [10, 30], "sampling": {"grid_size": 4}}
+
+
+def tiny(**changes) -> dict:
+    """tests/data/tiny.yaml with top-level sections replaced."""
+    return {**yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text()), **changes}
+
+
+@pytest.mark.parametrize("config", [tiny(), tiny(experiments={"base": None, "other": {"lr": 1e-3}}),
+                                    yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
+                                    yaml.safe_load((ROOT / "config" / "cifar10.yaml").read_text())])
+def test_schema_accepts_the_shipped_configs_and_empty_experiments(config):
+    validate(config, SCHEMA)
+
+
+@pytest.mark.parametrize("change, messages", [
+    ({"experiments": {"base": {"ema_decay": 1}}},
+     ["1 is greater than or equal to the maximum of 1", "On instance['experiments']['base']['ema_decay']"]),
+    ({"experiments": {"base": {"learning_rate": 0.1}}},
+     ["'learning_rate' was unexpected", "On instance['experiments']['base']"]),
+    ({"experiments": {"base": {"architecture": "resnet"}}},
+     ["'resnet' is not one of ['course', 'ddpm']", "On instance['experiments']['base']['architecture']"]),
+    ({"defaults": {"num_workers": 0}}, ["'num_workers' was unexpected", "On instance['defaults']"]),
+    ({"defaults": {"schedule": "quadratic"}}, ["'quadratic' is not one of ['linear', 'cosine']"]),
+    ({"sampling": {"num_samples": 1}}, ["1 is less than the minimum of 2", "On instance['sampling']['num_samples']"]),
+])
+def test_schema_errors_name_the_section_the_field_and_what_is_allowed(change, messages):
+    with pytest.raises(WorkflowError) as error:
+        validate(tiny(**change), SCHEMA)
+    for message in messages:
+        assert message in str(error.value), str(error.value)
