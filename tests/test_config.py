@@ -119,7 +119,6 @@ def test_experiment_errors_name_the_experiment_and_the_field(experiment, message
         experiment_configs(workflow_config(experiments={"base": experiment}), DIGITS)
 
 
-@pytest.mark.xfail(reason="needs check_ddpm_unet", strict=False)
 def test_ddpm_architecture_is_checked_against_the_real_image_size():
     ddpm = {"architecture": "ddpm", "hidden_size": 32, "channel_mult": [1, 2], "attention_resolutions": [4]}
     assert experiment_configs(workflow_config(experiments={"base": ddpm}), DIGITS)["base"].architecture == "ddpm"

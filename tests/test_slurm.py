@@ -206,7 +206,7 @@ def test_same_results_as_local_run(runs):
     slurm, local = runs["slurm"], runs["local"]
     produced = {f for f in _results(slurm) if "/logs/" not in f and "/benchmarks/" not in f}
     assert produced <= _results(local)  # the local run made everything (it ran all targets)
-    for rel in ("results/losses.csv", "results/base/samples/epoch_2.png"):
+    for rel in ("results/losses.csv", "results/base/samples/epoch_2.npy"):
         assert (slurm / rel).is_file(), rel
     loss_files = sorted((slurm / "results").glob("*/losses.csv"))
     assert loss_files, "no results/<exp>/losses.csv"
