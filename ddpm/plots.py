@@ -1,4 +1,4 @@
-"""Loss curves, sample grids and montages, FID curves: the pictures a person looks at.
+"""Loss curves, sample grids and montages, FID curves and sweeps: the pictures a person looks at.
 
 Only `save_grid` needs torch (torchvision's `make_grid`); it imports it itself, so that the jobs which plot
 tables start in a second instead of spending seconds importing torch.
@@ -51,14 +51,26 @@ def smooth(values: pd.Series, window: int) -> pd.Series:
 
 
 def plot_losses(losses: pd.DataFrame, labels: dict[str, str], path: str | Path) -> None:
-    """Every experiment's loss against step on one log-scale figure: raw faint, smoothed bold."""
+    """Every experiment's loss against step on one log-scale figure: the mean over its seeds raw (faint) and
+    smoothed (bold), and, with several seeds, a band from the lowest to the highest smoothed seed."""
     figure, axes = plt.subplots(figsize=(8, 5))
+    several_seeds = False
     for i, (name, frame) in enumerate(losses.groupby("experiment", sort=False)):
         color = f"C{i}"
-        window = max(1, len(frame) // 50)
-        axes.plot(frame["step"], frame["loss"], color=color, alpha=0.2, linewidth=0.8)
-        axes.plot(frame["step"], smooth(frame["loss"], window), color=color, linewidth=2, label=labels.get(name, name))
-    axes.set(xlabel="step", ylabel="training loss (MSE on the noise)", yscale="log", title="Training loss")
+        by_seed = frame.pivot_table(index="step", columns="seed", values="loss")
+        window = max(1, len(by_seed) // 50)
+        mean = by_seed.mean(axis=1)
+        label = labels.get(name, name)
+        if by_seed.shape[1] > 1:
+            several_seeds = True
+            smoothed = by_seed.apply(smooth, window=window)
+            axes.fill_between(by_seed.index, smoothed.min(axis=1), smoothed.max(axis=1), color=color, alpha=0.2,
+                              linewidth=0)
+            label = f"{label}, {by_seed.shape[1]} seeds"
+        axes.plot(by_seed.index, mean, color=color, alpha=0.2, linewidth=0.8)
+        axes.plot(by_seed.index, smooth(mean, window), color=color, linewidth=2, label=label)
+    title = "Training loss: mean over seeds, band from min to max seed" if several_seeds else "Training loss"
+    axes.set(xlabel="step", ylabel="training loss (MSE on the noise)", yscale="log", title=title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     _save_figure(figure, path)
@@ -81,13 +93,50 @@ def plot_sample_montage(grids: dict[str, dict[int, str | Path]], labels: dict[st
     _save_figure(figure, path)
 
 
+def _fid_title(metrics: pd.DataFrame) -> str:
+    """The extractor and sample count the FIDs come from: values are only comparable when these match."""
+    return ", ".join(sorted({f"{e} features, {n} samples" for e, n in zip(metrics["extractor"], metrics["num_samples"])}))
+
+
 def plot_fid(metrics: pd.DataFrame, labels: dict[str, str], path: str | Path) -> None:
-    """FID against epoch, one line per experiment; the extractor and sample count go in the title."""
+    """FID against epoch, one line per experiment: the mean over its seeds, with error bars of ±1 standard
+    deviation over seeds when it has several; the extractor and sample count go in the title."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    several_seeds = False
     for name, frame in metrics.groupby("experiment", sort=False):
-        axes.plot(frame["epoch"], frame["fid"], marker="o", label=labels.get(name, name))
-    kinds = ", ".join(sorted({f"{e} features, {n} samples" for e, n in zip(metrics["extractor"], metrics["num_samples"])}))
-    axes.set(xlabel="epoch", ylabel="FID (lower is better)", yscale="log", title=f"FID ({kinds})")
+        fid = frame.groupby("epoch")["fid"].agg(["mean", "std", "count"])
+        several_seeds |= bool((fid["count"] > 1).any())
+        axes.errorbar(fid.index, fid["mean"], yerr=fid["std"].fillna(0.0), marker="o", capsize=3,
+                      label=labels.get(name, name))
+    title = f"FID ({_fid_title(metrics)})" + ("\nmean over seeds, error bars ±1 std" if several_seeds else "")
+    axes.set(xlabel="epoch", ylabel="FID (lower is better)", yscale="log", title=title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
+    _save_figure(figure, path)
+
+
+def plot_sweep(summary: pd.DataFrame, sweep: dict[str, list], experiments: dict[str, dict], path: str | Path) -> None:
+    """The last sample epoch's mean FID (error bars ±1 std over seeds) against each swept field, one panel a field.
+
+    `sweep` is the config's field -> values; `experiments` maps each experiment to its `parent` (the configured
+    experiment) and its `swept` values. In a field's panel, one line joins the experiments that differ only in that field."""
+    last = summary[summary["epoch"] == summary["epoch"].max()].set_index("experiment")
+    figure, axes = plt.subplots(1, len(sweep), figsize=(4.5 * len(sweep), 4), squeeze=False)
+    for axis, (field, values) in zip(axes[0], sweep.items()):
+        ticks = list(map(str, values))
+        lines = {}
+        for name, experiment in experiments.items():
+            others = ", ".join(f"{k}={v}" for k, v in experiment["swept"].items() if k != field)
+            lines.setdefault(experiment["parent"] + (f" ({others})" if others else ""), []).append(
+                (ticks.index(str(experiment["swept"][field])), name))
+        for label, points in lines.items():
+            points.sort()
+            rows = last.loc[[name for _, name in points]]
+            axis.errorbar([x for x, _ in points], rows["fid_mean"], yerr=rows["fid_std"].fillna(0.0), marker="o",
+                          capsize=3, label=label)
+        axis.set_xticks(range(len(ticks)), ticks)
+        axis.set(xlabel=field, ylabel=f"FID at epoch {int(last['epoch'].max())}", yscale="log")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.suptitle("The last sample epoch's FID against each swept field: mean over seeds, error bars ±1 std")
     _save_figure(figure, path)
