@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
 min_version("9.0")
 
@@ -19,12 +19,26 @@ min_version("9.0")
 # envs and cluster jobs, which receive PYTHONPATH through `envvars:`.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
-from ddpm.config import check_dataset, check_evaluation, expand_runs, experiment_labels, experiment_runs
+from ddpm.config import (
+    check_dataset,
+    check_evaluation,
+    check_gpus,
+    check_sampling,
+    expand_runs,
+    experiment_labels,
+    experiment_runs,
+    sample_settings,
+    yaml_config_overrides,
+)
 
 
-if not config:
+# the default config, unless --configfile names another; --config applies on top of either
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+update_config(config, yaml_config_overrides(workflow.config_settings.config_args))
 
 
 envvars:
@@ -32,29 +46,32 @@ envvars:
 
 
 validate(config, "config/schema.yaml")
+DATASET = check_dataset(**config["dataset"])
 # a run is one experiment (after sweep expansion) at one seed: results/<run>/
-RUNS = expand_runs(config)
+RUNS = expand_runs(config, DATASET)
 EXPERIMENT_RUNS = experiment_runs(RUNS)
+# each experiment's config (at its first seed)
+EXPERIMENTS = {name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()}
 SWEEP = config.get("sweep") or {}
-check_evaluation(config["dataset"], config["evaluation"])
-check_dataset(**config["dataset"])
-DATA = f"data/{config['dataset']['name']}"
+check_sampling(config["sampling"], EXPERIMENTS)
+check_evaluation(DATASET, config["evaluation"])
+DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
-# params in a fixed key order: reordering the YAML must not rerun anything
-DATASET = dict(sorted(config["dataset"].items()))
-SAMPLING = dict(sorted(config["sampling"].items()))
-LABELS = experiment_labels({name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()})
+LABELS = experiment_labels(EXPERIMENTS)
 # the (experiment, seed) of every run, in the order of RUNS
 RUN_KEYS = [(run.experiment, run.seed) for run in RUNS.values()]
 # the sample montage shows each experiment's first run: one sampling seed for all, so its rows compare like with like
 MONTAGE_RUNS = [runs[0].name for runs in EXPERIMENT_RUNS.values()]
-# GPUs a training job asks for: the run's `gpus` unless it is pinned to the CPU
-GPUS = {name: 0 if run.config.device == "cpu" else run.config.gpus for name, run in RUNS.items()}
+# GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
+GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
+# (a cluster job's own snakemake is given --resources for that one job)
+if workflow.is_main_process:
+    check_gpus(GPUS, workflow.global_resources.get("gpu").value)
 
 
 wildcard_constraints:
     run="|".join(re.escape(name) for name in RUNS),
-    epoch=r"\d+",
+    epoch="|".join(str(epoch) for epoch in SAMPLE_EPOCHS),
 
 
 report: "report/workflow.rst"
@@ -80,7 +97,10 @@ rule download:
         images=f"{DATA}/images.npy",
         info=f"{DATA}/info.json",
     params:
-        dataset=DATASET,
+        # params in a fixed key order: reordering the YAML must not rerun anything
+        dataset=dict(sorted(config["dataset"].items())),
+        # a folder's file listing: adding, removing or changing an image prepares the data again
+        files=DATASET.files_digest(),
     log:
         "results/logs/download.log",
     benchmark:
@@ -101,7 +121,7 @@ rule train:
     params:
         config=lambda wildcards: RUNS[wildcards.run].config.to_dict(),
         experiment=lambda wildcards: RUNS[wildcards.run].experiment,
-        dataset=DATASET,
+        dataset=DATASET.to_dict(),
         state_dir=lambda wildcards: f"results/resume/{wildcards.run}",
     log:
         "results/logs/train/{run}.log",
@@ -109,7 +129,7 @@ rule train:
         "results/benchmarks/train/{run}.tsv"
     threads: 2
     resources:
-        gpu=lambda wildcards: GPUS[wildcards.run],
+        gpu=lambda wildcards: GPUS[RUNS[wildcards.run].experiment],
         mem_mb=8000,
         runtime=720,
     conda:
@@ -122,16 +142,9 @@ rule sample:
     input:
         checkpoint="results/{run}/checkpoints/epoch_{epoch}.pt",
     output:
-        grid=report(
-            "results/{run}/samples/epoch_{epoch}.png",
-            caption="report/samples.rst",
-            category="Samples",
-            subcategory="{run}",
-            labels={"run": "{run}", "epoch": "{epoch}"},
-        ),
         array="results/{run}/samples/epoch_{epoch}.npy",
     params:
-        sampling=SAMPLING,
+        sampling=sample_settings(config["sampling"]),
         device=lambda wildcards: RUNS[wildcards.run].config.device,
     log:
         "results/logs/sample/{run}/epoch_{epoch}.log",
@@ -139,13 +152,34 @@ rule sample:
         "results/benchmarks/sample/{run}/epoch_{epoch}.tsv"
     threads: 2
     resources:
-        gpu=lambda wildcards: min(GPUS[wildcards.run], 1),
+        gpu=lambda wildcards: min(GPUS[RUNS[wildcards.run].experiment], 1),
         mem_mb=8000,
         runtime=240,
     conda:
         "environment.yml"
     script:
         "scripts/sample.py"
+
+
+rule plot_grid:
+    input:
+        "results/{run}/samples/epoch_{epoch}.npy",
+    output:
+        report(
+            "results/{run}/samples/epoch_{epoch}.png",
+            caption="report/samples.rst",
+            category="Samples",
+            subcategory="{run}",
+            labels={"run": "{run}", "epoch": "{epoch}"},
+        ),
+    params:
+        grid_size=config["sampling"]["grid_size"],
+    log:
+        "results/logs/plot_grid/{run}/epoch_{epoch}.log",
+    conda:
+        "environment.yml"
+    script:
+        "scripts/plot_grid.py"
 
 
 rule aggregate_losses:

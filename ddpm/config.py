@@ -12,14 +12,21 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 DATASETS = ("digits", "cifar10", "folder")
+# the built-in datasets' (number of images, channels, image_size), known before they are downloaded
+BUILTIN_DATASETS = {"digits": (1797, 1, 8), "cifar10": (50_000, 3, 32)}
+FOLDER_ONLY = ("path", "image_size", "channels")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 AUTO_SWITCH = ("auto", "on", "off")
+ARCHITECTURES = ("course", "ddpm")
+SCHEDULES = ("linear", "cosine")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # fields that change how a run is executed or saved, never what it computes
-EXECUTION_ONLY = ("num_workers", "state_every", "keep_states", "gpus")
+EXECUTION_ONLY = ("state_every", "keep_states", "gpus")
 # what the workflow keeps in results/ beside the run folders: no run may take one of these names
 RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
                    "summary.html", "report.html")
@@ -28,10 +35,16 @@ RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses
 @dataclass
 class TrainConfig:
     # model and diffusion
+    architecture: str = "course"  # "course": the course UNet; "ddpm": the UNet of Ho et al. (2020), Appendix B
     hidden_size: int = 128
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # ddpm: width multiplier per resolution
+    num_res_blocks: int = 2  # ddpm: residual blocks per resolution
+    attention_resolutions: list[int] = field(default_factory=lambda: [16])  # ddpm: resolutions with self-attention
+    dropout: float = 0.1  # ddpm
     num_timesteps: int = 1000
-    beta1: float = 1e-4
-    beta2: float = 0.02
+    schedule: str = "linear"  # "linear" (beta1..beta2, Ho et al. 2020) or "cosine" (Nichol & Dhariwal 2021)
+    beta1: float = 1e-4  # linear only
+    beta2: float = 0.02  # linear only
     # optimisation
     optimizer: str = "adam"
     lr: float = 2e-4
@@ -47,7 +60,6 @@ class TrainConfig:
     # where and how fast
     device: str = "auto"
     gpus: int = 1  # >1: DistributedDataParallel under torchrun
-    num_workers: int = 0  # host-side batch gathering workers when the data stays on the host
     data_on_device: str = "auto"  # keep the uint8 dataset on the GPU
     amp: str = "auto"  # bf16 autocast (CUDA)
     channels_last: str = "auto"  # NHWC memory format (CUDA)
@@ -59,19 +71,28 @@ class TrainConfig:
     keep_states: int = 2
 
     def __post_init__(self):
+        """Checks that need no dataset; the ddpm architecture's fields are checked against the image size by
+        `check_ddpm_unet` (see `experiment_configs`)."""
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
+        _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("device", self.device, DEVICES)
         for name in ("data_on_device", "amp", "channels_last"):
             _check_choice(name, getattr(self, name), AUTO_SWITCH)
-        if not isinstance(self.hidden_size, int) or self.hidden_size <= 0 or self.hidden_size % 8:
-            raise ValueError(f"hidden_size must be a positive multiple of 8 (GroupNorm uses 8 groups), got {self.hidden_size!r}")
-        for name in ("num_timesteps", "batch_size", "epochs", "log_every", "state_every", "keep_states", "gpus"):
+        for name in ("hidden_size", "num_timesteps", "batch_size", "epochs", "log_every", "state_every", "keep_states",
+                     "gpus"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "num_workers", "seed"):
+        if self.architecture == "course" and self.hidden_size % 8:
+            raise ValueError("hidden_size must be a positive multiple of 8 for architecture 'course' (GroupNorm uses 8 "
+                             f"groups), got {self.hidden_size!r}")
+        for name in ("warmup_steps", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
         for name in ("flip", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.batch_size % self.gpus:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by gpus ({self.gpus}): each process "
+                             "trains on an equal share of the global batch")
         _check_positive("lr", self.lr)
         if not (0.0 < self.beta1 < self.beta2 < 1.0):
             raise ValueError(f"beta1 and beta2 must satisfy 0 < beta1 < beta2 < 1, got {self.beta1!r}, {self.beta2!r}")
@@ -105,20 +126,51 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset as `download` will prepare it, known before any job runs: the same names as its info.json."""
+
+    name: str
+    num_images: int
+    channels: int
+    image_size: int
+    path: str | None = None  # folder only
+    files: tuple[Path, ...] = ()  # folder only: its image files, sorted
+
+    def to_dict(self) -> dict:
+        """The dataset section of a resolved config: the real image shape, and the folder's path."""
+        values = {"name": self.name, "channels": self.channels, "image_size": self.image_size}
+        return values if self.path is None else {**values, "path": self.path}
+
+    def files_digest(self) -> str:
+        """A hash of the folder's (relative path, size, mtime_ns) list: it changes when a file is added,
+        removed, renamed or rewritten; empty for the built-in datasets."""
+        if not self.files:
+            return ""
+        listing = [(str(f.relative_to(self.path)), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+
+
 def check_dataset(name: str, path: str | Path | None = None, image_size: int | None = None,
-                  channels: int = 3) -> list[Path]:
-    """Refuse a dataset config that cannot be prepared, before any work starts; returns the
-    folder dataset's image files (reading only their headers)."""
+                  channels: int | None = None) -> DatasetInfo:
+    """Refuse a dataset config that cannot be prepared, or that gives fields which do not apply to it, before
+    any work starts; returns what it will be (reading only the folder images' headers)."""
     from PIL import Image
 
     if name not in DATASETS:
         raise ValueError(f"dataset.name must be one of {DATASETS}, got {name!r}")
     if name != "folder":
-        return []
+        num_images, real_channels, real_size = BUILTIN_DATASETS[name]
+        given = [key for key, value in zip(FOLDER_ONLY, (path, image_size, channels)) if value is not None]
+        if given:
+            raise ValueError(f"dataset.{given[0]} applies only to dataset 'folder'; {name} is always "
+                             f"{num_images} images of {real_channels}x{real_size}x{real_size}: remove {', '.join(given)}")
+        return DatasetInfo(name, num_images, real_channels, real_size)
     if path is None or not Path(path).is_dir():
         raise ValueError(f"dataset.path must be an existing folder of images, got {str(path)!r}")
     if image_size is None:
         raise ValueError("dataset.image_size is required for dataset 'folder'")
+    channels = 3 if channels is None else channels
     if channels not in (1, 3):
         raise ValueError(f"dataset.channels must be 1 or 3, got {channels!r}")
     files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -133,14 +185,53 @@ def check_dataset(name: str, path: str | Path | None = None, image_size: int | N
                     f"dataset.path {str(path)!r} mixes image sizes: {first_size[1].name} is "
                     f"{first_size[0][0]}x{first_size[0][1]} but {file.name} is {image.size[0]}x{image.size[1]}"
                 )
-    return files
+    return DatasetInfo(name, len(files), channels, image_size, str(path), tuple(files))
 
 
-def check_evaluation(dataset: dict, evaluation: dict) -> None:
-    """The classifier extractor learns from labels, which a folder of images does not have."""
-    if evaluation.get("extractor") == "classifier" and dataset["name"] == "folder":
+def check_evaluation(dataset: DatasetInfo, evaluation: dict) -> None:
+    """The classifier extractor learns from labels, which a folder of images does not have; the reference
+    statistics cannot use more images than the dataset holds."""
+    if evaluation.get("extractor") == "classifier" and dataset.name == "folder":
         raise ValueError("evaluation.extractor 'classifier' needs a labelled dataset (digits, cifar10); "
                          "use 'inception' for dataset 'folder'")
+    num_reference = evaluation.get("num_reference")
+    if num_reference is not None and num_reference > dataset.num_images:
+        raise ValueError(f"evaluation.num_reference ({num_reference}) is larger than the dataset ({dataset.name}, "
+                         f"{dataset.num_images} images): use 2..{dataset.num_images}, or null for all of them")
+
+
+def check_sampling(sampling: dict, experiments: dict[str, "TrainConfig"]) -> None:
+    """DDIM runs on a subsequence of each experiment's timesteps (Song et al. 2021), so at most T of them."""
+    if sampling["sampler"] != "ddim":
+        return
+    for name, config in experiments.items():
+        if sampling["ddim_steps"] > config.num_timesteps:
+            raise ValueError(
+                f"sampling.ddim_steps ({sampling['ddim_steps']}) is larger than the num_timesteps ({config.num_timesteps}) "
+                f"of experiment {name!r}: DDIM takes 1..num_timesteps steps, so use at most "
+                f"{min(c.num_timesteps for c in experiments.values())}, or sampler: ancestral"
+            )
+
+
+def sample_settings(sampling: dict) -> dict:
+    """The sampling fields that change the samples (not grid_size; ddim_steps only for DDIM), in a fixed key order:
+    the sample jobs' params, so that changing anything else reruns none of them."""
+    changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
+    if sampling["sampler"] == "ddim":
+        changes_samples.append("ddim_steps")
+    return {key: sampling[key] for key in sorted(changes_samples)}
+
+
+def check_gpus(gpus: dict[str, int], available: int | None) -> None:
+    """Refuse an experiment whose training job asks for more GPUs than the run may use (`--resources gpu=N`):
+    Snakemake would shrink the request to N while torchrun still started one process per configured GPU."""
+    if available is None:
+        return
+    for name, count in gpus.items():
+        if count > available:
+            raise ValueError(f"experiment {name!r} trains on gpus: {count} but --resources gpu={available} lets a "
+                             f"job use {available}: give --resources gpu={count} (or more), or set its gpus to "
+                             f"at most {available}")
 
 
 def check_experiment_name(name: str) -> str:
@@ -168,9 +259,9 @@ def _check_positive(name, value):
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
 
 
-def experiment_configs(workflow_config: dict) -> dict[str, TrainConfig]:
+def experiment_configs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, TrainConfig]:
     """One TrainConfig per experiment: `defaults`, then the experiment's overrides, checkpointing
-    at every `sample_epochs` entry. Raises ValueError naming the experiment and the field."""
+    at every `sample_epochs` entry, checked against the dataset. Raises ValueError naming the experiment and the field."""
     sample_epochs = workflow_config["sample_epochs"]
     experiments = {}
     for name, overrides in workflow_config["experiments"].items():
@@ -181,10 +272,33 @@ def experiment_configs(workflow_config: dict) -> dict[str, TrainConfig]:
         if beyond:
             raise ValueError(f"experiment {name!r}: sample_epochs {beyond} are beyond its epochs ({epochs})")
         try:
-            experiments[name] = TrainConfig.from_dict({**values, "checkpoint_epochs": list(sample_epochs)})
+            config = TrainConfig.from_dict({**values, "checkpoint_epochs": list(sample_epochs)})
+            _check_against_dataset(config, dataset)
         except (TypeError, ValueError) as error:
             raise ValueError(f"experiment {name!r}: {error}") from None
+        experiments[name] = config
     return experiments
+
+
+def _check_against_dataset(config: TrainConfig, dataset: DatasetInfo) -> None:
+    if config.batch_size > dataset.num_images:
+        raise ValueError(f"batch_size ({config.batch_size}) is larger than the dataset ({dataset.name}, "
+                         f"{dataset.num_images} images): use 1..{dataset.num_images}")
+    if config.architecture == "ddpm":
+        check_ddpm_unet(config.hidden_size, dataset.image_size, config.channel_mult, config.num_res_blocks,
+                        config.attention_resolutions, config.dropout)
+
+
+def yaml_config_overrides(entries: list[str]) -> dict:
+    """The `--config KEY=VALUE` entries whose VALUE is a YAML list or mapping, read with YAML's types (Snakemake
+    reads their items as strings: `sample_epochs=[10]` would give ['10'])."""
+    overrides = {}
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, (list, dict)):
+            overrides[key] = parsed
+    return overrides
 
 
 def differing_fields(configs: dict[str, TrainConfig]) -> list[str]:
@@ -246,14 +360,14 @@ def check_seeds(seeds: list) -> None:
         raise ValueError(f"seeds lists a seed more than once: {seeds}")
 
 
-def expand_runs(workflow_config: dict) -> dict[str, Run]:
+def expand_runs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, Run]:
     """Every experiment crossed with every combination of the `sweep` values, at every seed of `seeds`.
 
     A run's name is its experiment's, then `.<field>-<value>` for each swept field (in the order of `sweep`), then
     `.seed-<s>` when `seeds` is given. With neither, each run is one experiment, keeps its name and its `seed`:
-    the layout of a plain config. Each combination is checked as an experiment of its own (`experiment_configs`);
-    a name that would stand for two things, or that the workflow uses in results/, is refused. Raises ValueError
-    naming the field, value or name.
+    the layout of a plain config. Each combination is checked as an experiment of its own (`experiment_configs`,
+    against the `dataset`); a name that would stand for two things, or that the workflow uses in results/, is
+    refused. Raises ValueError naming the field, value or name.
     """
     sweep = workflow_config.get("sweep") or {}
     seeds = workflow_config.get("seeds")
@@ -267,7 +381,7 @@ def expand_runs(workflow_config: dict) -> dict[str, Run]:
         for swept in combinations:
             experiment = parent + "".join(f".{name}-{_name_part(value)}" for name, value in swept.items())
             described = f"experiment {parent!r}" + (f" with {_describe(swept)}" if swept else "")
-            config = _swept_config(workflow_config, parent, {**(overrides or {}), **swept}, swept)
+            config = _swept_config(workflow_config, dataset, parent, {**(overrides or {}), **swept}, swept)
             _claim(owners, experiment, described)
             for seed in [config.seed] if seeds is None else seeds:
                 name = experiment if seeds is None else f"{experiment}.seed-{seed}"
@@ -287,10 +401,10 @@ def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:
     return grouped
 
 
-def _swept_config(workflow_config: dict, parent: str, values: dict, swept: dict) -> TrainConfig:
+def _swept_config(workflow_config: dict, dataset: DatasetInfo, parent: str, values: dict, swept: dict) -> TrainConfig:
     """One experiment with its swept values, checked like any configured experiment."""
     try:
-        return experiment_configs({**workflow_config, "experiments": {parent: values}})[parent]
+        return experiment_configs({**workflow_config, "experiments": {parent: values}}, dataset)[parent]
     except ValueError as error:
         raise ValueError(f"sweep {_describe(swept)}: {error}" if swept else str(error)) from None
 

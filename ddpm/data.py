@@ -15,16 +15,17 @@ from ddpm.files import atomic_write
 
 
 def prepare_dataset(name: str, out_dir: str | Path, path: str | Path | None = None,
-                    image_size: int | None = None, channels: int = 3) -> dict:
-    """Write `name` into `out_dir` as uint8 arrays; returns the dataset's info."""
+                    image_size: int | None = None, channels: int | None = None) -> dict:
+    """Write `name` into `out_dir` as uint8 arrays; returns the dataset's info. `path`, `image_size` and
+    `channels` (default 3) are for a folder of images only."""
     out_dir = Path(out_dir)
-    folder_files = check_dataset(name, path, image_size, channels)
+    dataset = check_dataset(name, path, image_size, channels)
     if name == "digits":
         images, labels = _digits()
     elif name == "cifar10":
         images, labels = _cifar10(out_dir / "download")
     else:
-        images, labels = _folder(folder_files, image_size, channels), None
+        images, labels = _folder(dataset.files, dataset.image_size, dataset.channels), None
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "images.npy", lambda f: np.save(f, images))
     if labels is not None:
@@ -61,7 +62,7 @@ def _cifar10(download_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)), np.asarray(dataset.targets)
 
 
-def _folder(files: list[Path], image_size: int, channels: int) -> np.ndarray:
+def _folder(files: tuple[Path, ...], image_size: int, channels: int) -> np.ndarray:
     """The checked image files (check_dataset), resized to image_size x image_size."""
     from PIL import Image
 

@@ -1,8 +1,7 @@
-"""Sample from one checkpoint: the raw uint8 array and a PNG grid (ddpm.sampling, ddpm.plots)."""
+"""Sample from one checkpoint: all samples as one uint8 array (ddpm.sampling); the rule plot_grid draws the PNG."""
 
 import torch
 
-from ddpm.plots import save_grid
 from ddpm.sampling import sample_checkpoint
 from ddpm.workflow import logged_to, print_environment, save_array
 
@@ -19,4 +18,3 @@ with logged_to(snakemake.log[0]):
         device=snakemake.params.device,
     )
     save_array(images.numpy(), snakemake.output.array)
-    save_grid(images[: sampling["grid_size"]], snakemake.output.grid, upscale=max(1, 32 // images.shape[-1]))

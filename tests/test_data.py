@@ -36,6 +36,18 @@ def test_folder_is_resized(tmp_path, channels):
     assert labels is None and info["labelled"] is False
 
 
+def test_folder_images_are_rgb_unless_channels_says_otherwise(tmp_path):
+    _write_images(tmp_path / "imgs", [(20, 20)] * 2, mode="L")
+    info = data.prepare_dataset("folder", tmp_path / "out", path=tmp_path / "imgs", image_size=8)
+    assert info["channels"] == 3 and data.load_dataset(tmp_path / "out")[0].shape == (2, 3, 8, 8)
+
+
+def test_digits_refuse_a_size_they_would_not_have(tmp_path):
+    with pytest.raises(ValueError, match="dataset.image_size applies only to dataset 'folder'"):
+        data.prepare_dataset("digits", tmp_path, image_size=16)
+    assert not tmp_path.joinpath("images.npy").exists()
+
+
 @pytest.mark.parametrize("setup, kwargs, message", [
     (lambda p: None, {"image_size": 16}, "dataset.path must be an existing folder"),
     (lambda p: p.mkdir(), {"image_size": 16}, "holds no images"),

@@ -1,15 +1,18 @@
 """The workflow end to end: real snakemake, real files, on the tiny config."""
 
 import csv
+import re
 import shutil
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from tests.workflow import finish, snakemake, start_snakemake, tiny_config
+from tests.workflow import ROOT, TINY, finish, snakemake, start_snakemake, tiny_config
 
 EXPERIMENTS = ("base", "lr_high")
+IMAGES = ROOT / "tests" / "data" / "images"  # two 8x8 grayscale PNGs
 EPOCHS = (1, 2)
 
 
@@ -22,7 +25,7 @@ def test_every_output_exists_and_is_valid(run):
     results = run / "results"
     with open(results / "losses.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["experiment", "step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds"]
+    assert list(rows[0]) == ["experiment", "seed", "step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds"]
     assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
     for exp in EXPERIMENTS:
         assert (results / exp / "config.yaml").exists()
@@ -39,6 +42,8 @@ def test_every_output_exists_and_is_valid(run):
     assert len(metrics) == len(EXPERIMENTS) * len(EPOCHS)
     assert all(m["extractor"] == "classifier" and int(m["num_samples"]) == 16 for m in metrics)
     assert not (results / "resume" / "base").exists()  # resume states go once training is done
+    resolved = yaml.safe_load((results / "base" / "config.yaml").read_text())
+    assert resolved["dataset"] == {"name": "digits", "channels": 1, "image_size": 8}  # what it trained on
 
 
 def test_second_run_does_nothing(run):
@@ -65,13 +70,93 @@ def test_changing_one_experiment_reruns_only_its_jobs(run, tmp_path):
     assert planned.returncode == 0, planned.output
     for rule in ("train", "sample", "evaluate"):
         assert planned.output.count(f"rule {rule}:") == (1 if rule == "train" else len(EPOCHS)), planned.output
-    assert "exp=lr_high" in planned.output and "exp=base" not in planned.output, planned.output
+    assert "run=lr_high" in planned.output and "run=base" not in planned.output, planned.output
 
     result = snakemake(workdir, "results/plots/loss.png", config=config)  # carried out for the training half
     assert result.returncode == 0, result.output
-    assert "exp=lr_high" in result.output and "exp=base" not in result.output, result.output
+    assert "run=lr_high" in result.output and "run=base" not in result.output, result.output
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
     assert changed.read_bytes() != before
+
+
+def planned_rules(output: str) -> list[str]:
+    """The rule of every job a dry run plans (one entry per job)."""
+    return re.findall(r"^(?:local)?rule (\w+):$", output, flags=re.MULTILINE)
+
+
+@pytest.fixture
+def run_copy(run, tmp_path):
+    """A copy of the finished tiny run that a test may change."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(run, workdir, symlinks=True)
+    return workdir
+
+
+def test_changing_grid_size_redraws_only_the_grids(run_copy):
+    config = tiny_config(sampling={**tiny_config()["sampling"], "grid_size": 4})
+    planned = snakemake(run_copy, "--dry-run", config=config)
+    assert planned.returncode == 0, planned.output
+    rules = planned_rules(planned.output)
+    assert sorted(set(rules)) == ["all", "plot_grid", "plot_samples"], planned.output
+    assert rules.count("plot_grid") == len(EXPERIMENTS) * len(EPOCHS)
+
+
+def test_ddim_steps_do_not_matter_to_the_ancestral_sampler(run_copy):
+    target = "results/base/samples/epoch_1.npy"
+    ancestral = {**tiny_config()["sampling"], "sampler": "ancestral"}
+    result = snakemake(run_copy, target, config=tiny_config(sampling=ancestral))  # samples with the new sampler
+    assert result.returncode == 0, result.output
+    assert planned_rules(result.output) == ["sample"], result.output
+    planned = snakemake(run_copy, "--dry-run", target, config=tiny_config(sampling={**ancestral, "ddim_steps": 7}))
+    assert planned.returncode == 0, planned.output
+    assert "Nothing to be done" in planned.output, planned.output
+
+
+def test_config_overrides_apply_on_top_of_the_default_config(tmp_path):
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    planned = snakemake(tmp_path, "--dry-run", "--config", "sample_epochs=[10]", configfile=None)
+    assert planned.returncode == 0, planned.output
+    assert "run=lr_2e-3, epoch=10" in planned.output and "epoch=30" not in planned.output, planned.output
+
+
+def test_config_overrides_apply_on_top_of_a_configfile_alone(tmp_path):
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")  # not to be merged in
+    planned = snakemake(tmp_path, "--dry-run", "--config", "sample_epochs=[1]", configfile=TINY)
+    assert planned.returncode == 0, planned.output
+    assert "run=base, epoch=1" in planned.output and "epoch=2" not in planned.output, planned.output
+    assert "lr_2e-3" not in planned.output, planned.output
+
+
+def test_a_sample_epoch_that_is_not_configured_has_no_rule(tmp_path):
+    result = snakemake(tmp_path, "--dry-run", "results/base/samples/epoch_3.png")
+    assert result.returncode != 0
+    assert "No rule to produce results/base/samples/epoch_3.png" in result.output, result.output
+
+
+def test_a_changed_image_folder_is_prepared_again(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+
+    def add_images(start, count):
+        for i in range(start, start + count):
+            Image.fromarray(np.full((8, 8), 10 * i, dtype=np.uint8)).save(images / f"{i}.png")
+
+    add_images(0, 4)
+    config = tiny_config(dataset={"name": "folder", "path": str(images), "image_size": 8, "channels": 1},
+                         defaults={**tiny_config()["defaults"], "batch_size": 2}, evaluation={"extractor": "inception"})
+    target = "data/folder/images.npy"
+    result = snakemake(tmp_path, target, config=config)
+    assert result.returncode == 0, result.output
+    assert np.load(tmp_path / target).shape == (4, 1, 8, 8)
+    unchanged = snakemake(tmp_path, "--dry-run", target, config=config)
+    assert "Nothing to be done" in unchanged.output, unchanged.output
+    add_images(4, 2)
+    planned = snakemake(tmp_path, "--dry-run", config=config)  # the whole workflow's plan
+    assert planned.returncode == 0, planned.output
+    assert "rule download:" in planned.output, planned.output
+    assert "Params have changed since last execution" in planned.output, planned.output
 
 
 def test_loss_plot_builds_only_what_it_needs(tmp_path):
@@ -102,7 +187,7 @@ BAD_CONFIGS = [
     ("missing folder", {"dataset": {"name": "folder", "path": "/no/such/folder", "image_size": 8},
                         "evaluation": {"extractor": "inception"}}, "dataset.path must be an existing folder"),
     ("folder without image_size", {"dataset": {"name": "folder", "path": "."}}, "'image_size' is a required property"),
-    ("classifier on unlabelled images", {"dataset": {"name": "folder", "path": "tests", "image_size": 8},
+    ("classifier on unlabelled images", {"dataset": {"name": "folder", "path": str(IMAGES), "image_size": 8},
                                          "evaluation": {"extractor": "classifier"}}, "needs a labelled dataset"),
     ("experiment name with a path separator", {"experiments": {"a/b": {}}}, "a/b"),
     ("experiment name with shell characters", {"experiments": {"x;rm -rf ~": {}}}, "x;rm -rf ~"),
@@ -110,7 +195,30 @@ BAD_CONFIGS = [
     ("no experiments", {"experiments": {}}, "experiments"),
     ("unknown sampler", {"sampling": {"sampler": "euler"}}, "'euler' is not one of"),
     ("unknown extractor", {"evaluation": {"extractor": "clip"}}, "'clip' is not one of"),
+    ("ddim_steps beyond num_timesteps", {"sampling": {"num_samples": 16, "sampler": "ddim", "ddim_steps": 21}},
+     "sampling.ddim_steps (21) is larger than the num_timesteps (20) of experiment 'base'"),
+    ("default ddim_steps beyond num_timesteps", {"sampling": {"num_samples": 16, "sampler": "ddim"}},
+     "sampling.ddim_steps (50) is larger than the num_timesteps (20) of experiment 'base'"),
+    ("a single sample", {"sampling": {"num_samples": 1}},
+     ("1 is less than the minimum of 2", "On instance['sampling']['num_samples']")),
+    ("num_reference beyond the dataset", {"evaluation": {"extractor": "classifier", "num_reference": 1798}},
+     "evaluation.num_reference (1798) is larger than the dataset (digits, 1797 images): use 2..1797"),
+    ("batch_size beyond the dataset", {"defaults": {"batch_size": 1798}},
+     "experiment 'base': batch_size (1798) is larger than the dataset (digits, 1797 images): use 1..1797"),
+    ("bad value in an experiment", {"experiments": {"base": {"ema_decay": 1}}},
+     ("1 is greater than or equal to the maximum of 1", "On instance['experiments']['base']['ema_decay']")),
+    ("hidden_size in an experiment", {"experiments": {"base": {"hidden_size": 12}}},
+     "experiment 'base': hidden_size must be a positive multiple of 8 for architecture 'course'"),
+    ("misspelled key in an experiment", {"experiments": {"base": {"learning_rate": 0.1}}},
+     ("'learning_rate' was unexpected", "On instance['experiments']['base']")),
+    ("image_size for digits", {"dataset": {"name": "digits", "image_size": 16}},
+     "dataset.image_size applies only to dataset 'folder'; digits is always 1797 images of 1x8x8"),
+    ("num_workers, a former field", {"defaults": {"num_workers": 0}}, "'num_workers' was unexpected"),
+    ("more GPUs than --resources gives", {"experiments": {"base": {"gpus": 2}}},
+     "experiment 'base' trains on gpus: 2 but --resources gpu=1 lets a job use 1"),
 ]
+# command-line arguments a bad config runs with
+BAD_CONFIG_ARGS = {"more GPUs than --resources gives": ("--resources", "gpu=1")}
 
 
 def bad_config(change: dict) -> dict:
@@ -124,13 +232,14 @@ def bad_config_runs(tmp_path_factory):
     started = {}
     for name, change, _ in BAD_CONFIGS:
         workdir = tmp_path_factory.mktemp("bad")
-        started[name] = workdir, start_snakemake(workdir, config=bad_config(change))
+        started[name] = workdir, start_snakemake(workdir, *BAD_CONFIG_ARGS.get(name, ()), config=bad_config(change))
     return {name: (workdir, finish(process, timeout=300)) for name, (workdir, process) in started.items()}
 
 
-@pytest.mark.parametrize("name, message", [(c[0], c[2]) for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_fails_before_any_job(bad_config_runs, name, message):
+@pytest.mark.parametrize("name, messages", [(c[0], c[2]) for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_fails_before_any_job(bad_config_runs, name, messages):
     workdir, result = bad_config_runs[name]
     assert result.returncode != 0
-    assert message in result.output, result.output
+    for message in [messages] if isinstance(messages, str) else messages:
+        assert message in result.output, result.output
     assert not (workdir / "results").exists() and not (workdir / "data").exists()

@@ -21,16 +21,17 @@ def tiny_config(**changes) -> dict:
     return config
 
 
-def snakemake_command(workdir: Path, *args, configfile: Path = TINY) -> list[str]:
-    """The command line of the project's `snakemake` working in `workdir` with `configfile`."""
+def snakemake_command(workdir: Path, *args, configfile: Path | None = TINY) -> list[str]:
+    """The command line of the project's `snakemake` working in `workdir` with `configfile` (None: the
+    workflow's default, `config/config.yaml` of `workdir`)."""
+    configfile_args = ["--configfile", str(configfile)] if configfile is not None else []
     return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(configfile), *args]
+            *configfile_args, *args]
 
 
-def start_snakemake(workdir: Path, *args, config: dict | None = None) -> subprocess.Popen:
-    """Start `snakemake` in `workdir` with the tiny config (or `config`), capturing its output: two jobs at a
-    time with one thread each, so the 2-core machine is kept busy and every job computes alike."""
-    configfile = TINY
+def start_snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path | None = TINY) -> subprocess.Popen:
+    """Start `snakemake` in `workdir` with the tiny config (or `config`, or `configfile`), capturing its output:
+    two jobs at a time with one thread each, so the 2-core machine is kept busy and every job computes alike."""
     if config is not None:
         configfile = workdir / "config.yaml"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -51,9 +52,11 @@ def finish(process: subprocess.Popen, timeout: int = 900) -> subprocess.Complete
     return result
 
 
-def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`snakemake` in `workdir` with the tiny config (or `config`), run to the end (see `start_snakemake`)."""
-    return finish(start_snakemake(workdir, *args, config=config), timeout)
+def snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path | None = TINY,
+              timeout: int = 900) -> subprocess.CompletedProcess:
+    """`snakemake` in `workdir` with the tiny config (or `config`, or `configfile`), run to the end (see
+    `start_snakemake`)."""
+    return finish(start_snakemake(workdir, *args, config=config, configfile=configfile), timeout)
 
 
 def training_command(config_file: Path, data: Path, run_dir: Path, state_dir: Path, processes: int = 1) -> list[str]:
