@@ -352,6 +352,7 @@ def check_sweep(sweep: dict) -> None:
 
 
 def check_seeds(seeds: list) -> None:
+    """`seeds` is a non-empty list of distinct integers >= 0."""
     if not isinstance(seeds, list) or not seeds:
         raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
     for seed in seeds:
@@ -406,16 +407,19 @@ def _swept_config(workflow_config: dict, dataset: DatasetInfo, parent: str, valu
     try:
         return experiment_configs({**workflow_config, "experiments": {parent: values}}, dataset)[parent]
     except ValueError as error:
-        raise ValueError(f"sweep {_describe(swept)}: {error}" if swept else str(error)) from None
+        if not swept:
+            raise
+        raise ValueError(f"sweep {_describe(swept)}: {error}") from None
 
 
 def _name_part(value) -> str:
-    """A swept value as it appears in a run name: YAML's spelling, a list's items joined by '_'."""
+    """A swept value as it appears in a run name, safe in a path: YAML's spelling without an exponent's '+'
+    (1e-05, 1e20, true, null), a list's items joined by '_'."""
     if isinstance(value, list):
         return "_".join(map(_name_part, value))
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
-    return str(value)
+    return str(value).replace("+", "")
 
 
 def _describe(swept: dict) -> str:
@@ -423,11 +427,6 @@ def _describe(swept: dict) -> str:
 
 
 def _claim(owners: dict[str, str], name: str, owner: str) -> None:
-    """Record that `name` stands for `owner`; refuse a name that is not a safe path or stands for two things."""
-    try:
-        check_experiment_name(name)
-    except ValueError:
-        raise ValueError(f"{owner} would be named {name!r}, which is not a safe file name: use letters, digits, "
-                         "'_', '-' and '.' only") from None
+    """Record that `name` stands for `owner`; refuse a name that would stand for two things."""
     if owners.setdefault(name, owner) != owner:
         raise ValueError(f"the name {name!r} would stand for both {owners[name]} and {owner}: rename an experiment")

@@ -176,8 +176,10 @@ def sweep_figure(summary: pd.DataFrame, sweep: dict[str, list], experiments: dic
         for label, points in lines.items():
             points.sort()
             rows = last.loc[[name for _, name in points]]
-            axis.errorbar([x for x, _ in points], rows["fid_mean"], yerr=rows["fid_std"].fillna(0.0), marker="o",
-                          capsize=3, label=label)
+            x = [x for x, _ in points]
+            (line,) = axis.plot(x, rows["fid_mean"], marker="o", label=label)
+            axis.errorbar(x, rows["fid_mean"], yerr=rows["fid_std"].fillna(0.0), fmt="none", ecolor=line.get_color(),
+                          capsize=3)
         axis.set_xticks(range(len(ticks)), ticks)
         axis.set(xlabel=field, ylabel=f"FID at epoch {int(last['epoch'].max())}", yscale="log")
         axis.grid(True, which="both", alpha=0.3)

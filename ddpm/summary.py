@@ -2,6 +2,7 @@
 whether the best experiment's lead over the second is larger than the seed-to-seed spread (Welch's t-test)."""
 
 import html
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -62,7 +63,8 @@ def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict
 @dataclass(frozen=True)
 class Lead:
     """The best experiment's lead over the second at the last sample epoch, tested against the seed-to-seed spread
-    with Welch's t-test (unequal variances); `p_value` is None with fewer than 2 seeds."""
+    with Welch's t-test (unequal variances); `p_value` is None with fewer than 2 seeds, NaN when neither experiment's
+    FID varies over seeds."""
 
     epoch: int
     best: str
@@ -78,7 +80,7 @@ class Lead:
                 f"seeds), {second - best:.4g} below {self.second} ({second:.4g} over {len(self.second_fids)} seeds).")
         if self.p_value is None:
             return f"{lead} Whether this lead exceeds the seed-to-seed spread needs >= 2 seeds."
-        if self.p_value != self.p_value:  # NaN: both experiments gave the same FID at every seed
+        if math.isnan(self.p_value):
             return f"{lead} Welch's t-test is undefined: neither experiment's FID varies over seeds."
         verdict = ("exceeds the seed-to-seed spread" if self.p_value < SIGNIFICANCE
                    else "does not exceed the seed-to-seed spread")
@@ -97,6 +99,8 @@ def best_lead(metrics: pd.DataFrame) -> Lead | None:
     a, b = tuple(fids[best]), tuple(fids[second])
     if min(len(a), len(b)) < 2:
         return Lead(epoch, best, second, a, b, None, None)
+    if len(set(a)) == len(set(b)) == 1:  # no spread at all: the t statistic is undefined
+        return Lead(epoch, best, second, a, b, math.nan, math.nan)
     test = ttest_ind(a, b, equal_var=False)
     return Lead(epoch, best, second, a, b, float(test.statistic), float(test.pvalue))
 
