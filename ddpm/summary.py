@@ -113,7 +113,7 @@ def summary_html(summary: pd.DataFrame, lead: Lead | None) -> str:
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Summary</title><style>"
         "body{font-family:sans-serif} table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}"
         "tr:nth-child(even){background:#f2f2f2}</style></head><body>\n"
-        f"<p>{html.escape(verdict)}</p>\n{table}\n</body></html>\n"
+        f"<p>{html.escape(verdict, quote=False)}</p>\n{table}\n</body></html>\n"
     )
 
 
