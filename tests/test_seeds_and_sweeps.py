@@ -15,13 +15,15 @@ from tests.workflow import finish, snakemake, start_snakemake, tiny_config
 
 SEEDS = [0, 1]
 LRS = [1.0e-3, 3.0e-3]
-EPOCH = 2  # the one sample epoch, the last of two
+EPOCH = 1  # the one epoch, sampled
 EXPERIMENTS = [f"base.lr-{lr}" for lr in LRS]
 RUNS = [f"{experiment}.seed-{seed}" for experiment in EXPERIMENTS for seed in SEEDS]
 
 
-def sweep_config(seeds=SEEDS, lrs=LRS, **changes) -> dict:
-    return tiny_config(experiments={"base": {}}, seeds=seeds, sweep={"lr": lrs}, sample_epochs=[EPOCH], **changes)
+def sweep_config(seeds=SEEDS, lrs=LRS) -> dict:
+    """The tiny config with one experiment of one epoch, swept over two learning rates at `seeds`."""
+    return tiny_config(defaults={**tiny_config()["defaults"], "epochs": EPOCH}, experiments={"base": {}}, seeds=seeds,
+                       sweep={"lr": lrs}, sample_epochs=[EPOCH])
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +68,10 @@ def test_summary_equals_what_the_per_run_files_give(sweep_run):
     for lr, experiment in zip(LRS, EXPERIMENTS):
         runs = [results / f"{experiment}.seed-{seed}" for seed in SEEDS]
         fids = [json.loads((run / "metrics" / f"epoch_{EPOCH}.json").read_text())["fid"] for run in runs]
-        epochs = [pd.read_csv(run / "losses.csv").query(f"epoch == {EPOCH}") for run in runs]  # log_every 1: a row a step
-        final_losses = [epoch["loss"].mean() for epoch in epochs]
-        seconds = [epoch["elapsed_seconds"].iloc[-1] for epoch in epochs]
-        speeds = [epoch["step"].iloc[-1] * 64 / s for epoch, s in zip(epochs, seconds)]  # batch_size 64
+        frames = [pd.read_csv(run / "losses.csv") for run in runs]  # one epoch, log_every 1: a row a step
+        final_losses = [frame["loss"].mean() for frame in frames]
+        seconds = [frame["elapsed_seconds"].iloc[-1] for frame in frames]
+        speeds = [frame["step"].iloc[-1] * 64 / s for frame, s in zip(frames, seconds)]  # batch_size 64
         expected[experiment] = {"lr": lr, "epoch": EPOCH, "seeds": 2, "fid_mean": np.mean(fids),
                                 "fid_std": np.std(fids, ddof=1), "final_loss_mean": np.mean(final_losses),
                                 "final_loss_std": np.std(final_losses, ddof=1), "train_seconds": np.mean(seconds),
@@ -90,6 +92,8 @@ def test_plots_and_the_report_show_the_runs(sweep_run):
     for plot in ("loss", "samples", "fid", "sweep"):
         with Image.open(sweep_run / "results" / "plots" / f"{plot}.png") as image:
             assert image.format == "PNG" and image.size[0] > 300
+    grids = {run for run in RUNS if (sweep_run / "results" / run / "samples" / f"epoch_{EPOCH}.png").exists()}
+    assert grids == {f"{experiment}.seed-0" for experiment in EXPERIMENTS}  # the montage shows each first seed
     result = snakemake(sweep_run, "--report", "results/report.html", config=sweep_config())
     assert result.returncode == 0, result.output
     assert "summary.html" in (sweep_run / "results" / "report.html").read_text()
