@@ -200,7 +200,7 @@ def check_evaluation(dataset: DatasetInfo, evaluation: dict) -> None:
                          f"{dataset.num_images} images): use 2..{dataset.num_images}, or null for all of them")
 
 
-def check_sampling(sampling: dict, experiments: dict[str, "TrainConfig"]) -> None:
+def check_sampling(sampling: dict, experiments: dict[str, TrainConfig]) -> None:
     """DDIM runs on a subsequence of each experiment's timesteps (Song et al. 2021), so at most T of them."""
     if sampling["sampler"] != "ddim":
         return
