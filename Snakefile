@@ -47,6 +47,7 @@ envvars:
 
 validate(config, "config/schema.yaml")
 DATASET = check_dataset(**config["dataset"])
+check_evaluation(DATASET, config["evaluation"])
 # a run is one experiment (after sweep expansion) at one seed: results/<run>/
 RUNS = expand_runs(config, DATASET)
 EXPERIMENT_RUNS = experiment_runs(RUNS)
@@ -54,7 +55,6 @@ EXPERIMENT_RUNS = experiment_runs(RUNS)
 EXPERIMENTS = {name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()}
 SWEEP = config.get("sweep") or {}
 check_sampling(config["sampling"], EXPERIMENTS)
-check_evaluation(DATASET, config["evaluation"])
 DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 LABELS = experiment_labels(EXPERIMENTS)
