@@ -284,7 +284,10 @@ rule plot_sweep:
         report("results/plots/sweep.png", caption="report/sweep.rst", category="Evaluation"),
     params:
         sweep=SWEEP,
-        experiments={name: {"parent": runs[0].parent, "swept": runs[0].swept} for name, runs in EXPERIMENT_RUNS.items()},
+        experiments={
+            name: {"parent": runs[0].parent, "swept": runs[0].swept}
+            for name, runs in EXPERIMENT_RUNS.items()
+        },
     log:
         "results/logs/plot_sweep.log",
     conda:

@@ -178,13 +178,13 @@ def sweep_figure(summary: pd.DataFrame, sweep: dict[str, list], experiments: dic
             rows = last.loc[[name for _, name in points]]
             x = [x for x, _ in points]
             (line,) = axis.plot(x, rows["fid_mean"], marker="o", label=label)
-            axis.errorbar(x, rows["fid_mean"], yerr=rows["fid_std"].fillna(0.0), fmt="none", ecolor=line.get_color(),
-                          capsize=3)
+            axis.errorbar(x, rows["fid_mean"], yerr=rows["fid_std"].fillna(0.0), fmt="none",
+                          ecolor=line.get_color(), capsize=3)
         axis.set_xticks(range(len(ticks)), ticks)
         axis.set(xlabel=field, ylabel=f"FID at epoch {int(last['epoch'].max())}", yscale="log")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="small")
-    figure.suptitle("The last sample epoch's FID against each swept field: mean over seeds, error bars ±1 std")
+    figure.suptitle("FID against each swept field\n(mean over seeds, error bars ±1 std)")
     return figure
 
 

@@ -44,8 +44,8 @@ def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict
     experiment, its swept values (from `swept`: experiment -> field -> value), `epoch`, `seeds` (how many runs),
     mean and sample standard deviation over seeds of FID and of the epoch's loss, and the mean `train_seconds`
     and `images_per_second` (see `epoch_statistics`). The std is empty for one seed."""
-    runs = metrics[["experiment", "seed", "epoch", "fid"]].merge(epoch_statistics(losses), on=["experiment", "seed", "epoch"],
-                                                                  how="left", validate="one_to_one")
+    runs = metrics[["experiment", "seed", "epoch", "fid"]].merge(
+        epoch_statistics(losses), on=["experiment", "seed", "epoch"], how="left", validate="one_to_one")
     summary = runs.groupby(["experiment", "epoch"], sort=False).agg(
         seeds=("seed", "count"), fid_mean=("fid", "mean"), fid_std=("fid", "std"),
         final_loss_mean=("final_loss", "mean"), final_loss_std=("final_loss", "std"),
@@ -54,9 +54,10 @@ def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict
     last = summary[summary["epoch"] == summary["epoch"].max()]
     ranks = last.sort_values(["fid_mean", "experiment"])["experiment"].tolist()
     summary.insert(0, "rank", summary["experiment"].map({name: i + 1 for i, name in enumerate(ranks)}))
-    fields = list(dict.fromkeys(name for values in (swept or {}).values() for name in values))
+    swept = swept or {}
+    fields = list(dict.fromkeys(name for values in swept.values() for name in values))
     for i, name in enumerate(fields):
-        summary.insert(2 + i, name, summary["experiment"].map(lambda e, name=name: (swept or {}).get(e, {}).get(name)))
+        summary.insert(2 + i, name, [swept.get(experiment, {}).get(name) for experiment in summary["experiment"]])
     return summary.sort_values(["rank", "epoch"], ignore_index=True)
 
 
