@@ -1,8 +1,13 @@
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
 from ddpm.config import (
     DatasetInfo,
@@ -20,6 +25,8 @@ from ddpm.config import (
 )
 
 DIGITS = DatasetInfo("digits", 1797, 1, 8)
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = str(ROOT / "config" / "schema.yaml")
 
 
 def test_defaults_are_the_course_model():
@@ -275,3 +282,46 @@ def test_run_names_spell_every_kind_of_value_as_a_safe_path():
 def test_bad_seeds_and_sweeps_are_refused_by_name(changes, message):
     with pytest.raises(ValueError, match=message):
         expand_runs(sweep_config(**changes), DIGITS)
+
+
+def tiny(**changes) -> dict:
+    """tests/data/tiny.yaml with top-level sections replaced."""
+    return {**yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text()), **changes}
+
+
+@pytest.mark.parametrize("config", [tiny(), tiny(experiments={"base": None, "other": {"lr": 1e-3}}),
+                                    yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
+                                    yaml.safe_load((ROOT / "config" / "cifar10.yaml").read_text())])
+def test_schema_accepts_the_shipped_configs_and_empty_experiments(config):
+    validate(config, SCHEMA)
+
+
+@pytest.mark.parametrize("change, messages", [
+    ({"experiments": {"base": {"ema_decay": 1}}},
+     ["1 is greater than or equal to the maximum of 1", "On instance['experiments']['base']['ema_decay']"]),
+    ({"experiments": {"base": {"learning_rate": 0.1}}},
+     ["'learning_rate' was unexpected", "On instance['experiments']['base']"]),
+    ({"experiments": {"base": {"architecture": "resnet"}}},
+     ["'resnet' is not one of ['course', 'ddpm']", "On instance['experiments']['base']['architecture']"]),
+    ({"defaults": {"num_workers": 0}}, ["'num_workers' was unexpected", "On instance['defaults']"]),
+    ({"defaults": {"schedule": "quadratic"}}, ["'quadratic' is not one of ['linear', 'cosine']"]),
+    ({"sampling": {"num_samples": 1}}, ["1 is less than the minimum of 2", "On instance['sampling']['num_samples']"]),
+])
+def test_schema_errors_name_the_section_the_field_and_what_is_allowed(change, messages):
+    with pytest.raises(WorkflowError) as error:
+        validate(tiny(**change), SCHEMA)
+    for message in messages:
+        assert message in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": [0, 0]}, "[0, 0] has non-unique elements"),
+    ({"seeds": [-1]}, "-1 is less than the minimum of 0"),
+    ({"seeds": []}, "[] should be non-empty"),
+    ({"sweep": {"lr": 0.1}}, "0.1 is not of type 'array'"),
+    ({"sweep": [0.1]}, "[0.1] is not of type 'object'"),
+])
+def test_schema_checks_the_shape_of_seeds_and_sweep(change, message):
+    with pytest.raises(WorkflowError, match=re.escape(message)):
+        validate(tiny(**change), SCHEMA)
+    validate(tiny(seeds=[0, 1], sweep={"lr": [1e-4, 2e-4], "batch_size": [64]}), SCHEMA)

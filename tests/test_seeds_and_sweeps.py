@@ -128,7 +128,6 @@ BAD_SWEEPS = [
     ("empty list", {"sweep": {"lr": []}}, "sweep.lr must be a non-empty list of values, got []"),
     ("value of the wrong type", {"sweep": {"batch_size": [32, "many"]}},
      "sweep batch_size='many': experiment 'base': batch_size must be an integer >= 1, got 'many'"),
-    ("repeated seed", {"seeds": [0, 0]}, "has non-unique elements"),
 ]
 
 

@@ -174,6 +174,7 @@ def test_lint_is_clean(tmp_path):
     assert "Congratulations" in result.output
 
 
+# each check once (the schema's own contents are tested in test_config.py)
 BAD_CONFIGS = [
     ("unknown dataset", {"dataset": {"name": "mnist"}}, "'mnist' is not one of"),
     ("negative lr", {"defaults": {"lr": -1.0}}, "lr"),
@@ -195,25 +196,14 @@ BAD_CONFIGS = [
     ("no experiments", {"experiments": {}}, "experiments"),
     ("unknown sampler", {"sampling": {"sampler": "euler"}}, "'euler' is not one of"),
     ("unknown extractor", {"evaluation": {"extractor": "clip"}}, "'clip' is not one of"),
-    ("ddim_steps beyond num_timesteps", {"sampling": {"num_samples": 16, "sampler": "ddim", "ddim_steps": 21}},
-     "sampling.ddim_steps (21) is larger than the num_timesteps (20) of experiment 'base'"),
     ("default ddim_steps beyond num_timesteps", {"sampling": {"num_samples": 16, "sampler": "ddim"}},
      "sampling.ddim_steps (50) is larger than the num_timesteps (20) of experiment 'base'"),
-    ("a single sample", {"sampling": {"num_samples": 1}},
-     ("1 is less than the minimum of 2", "On instance['sampling']['num_samples']")),
-    ("num_reference beyond the dataset", {"evaluation": {"extractor": "classifier", "num_reference": 1798}},
-     "evaluation.num_reference (1798) is larger than the dataset (digits, 1797 images): use 2..1797"),
     ("batch_size beyond the dataset", {"defaults": {"batch_size": 1798}},
      "experiment 'base': batch_size (1798) is larger than the dataset (digits, 1797 images): use 1..1797"),
-    ("bad value in an experiment", {"experiments": {"base": {"ema_decay": 1}}},
-     ("1 is greater than or equal to the maximum of 1", "On instance['experiments']['base']['ema_decay']")),
     ("hidden_size in an experiment", {"experiments": {"base": {"hidden_size": 12}}},
      "experiment 'base': hidden_size must be a positive multiple of 8 for architecture 'course'"),
-    ("misspelled key in an experiment", {"experiments": {"base": {"learning_rate": 0.1}}},
-     ("'learning_rate' was unexpected", "On instance['experiments']['base']")),
     ("image_size for digits", {"dataset": {"name": "digits", "image_size": 16}},
      "dataset.image_size applies only to dataset 'folder'; digits is always 1797 images of 1x8x8"),
-    ("num_workers, a former field", {"defaults": {"num_workers": 0}}, "'num_workers' was unexpected"),
     ("more GPUs than --resources gives", {"experiments": {"base": {"gpus": 2}}},
      "experiment 'base' trains on gpus: 2 but --resources gpu=1 lets a job use 1"),
 ]
