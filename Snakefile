@@ -1,4 +1,5 @@
-"""Train one DDPM per experiment, sample at chosen epochs, evaluate with FID, plot and report.
+"""Train one DDPM per run (experiment x sweep x seed), sample at chosen epochs, evaluate with FID, summarize over
+seeds, plot and report.
 
     snakemake --cores 1                                  # config/config.yaml: digits on the CPU
     snakemake --configfile config/cifar10.yaml --cores 8 --resources gpu=1
@@ -23,8 +24,9 @@ from ddpm.config import (
     check_evaluation,
     check_gpus,
     check_sampling,
-    experiment_configs,
+    expand_runs,
     experiment_labels,
+    experiment_runs,
     sample_settings,
     yaml_config_overrides,
 )
@@ -46,11 +48,20 @@ envvars:
 validate(config, "config/schema.yaml")
 DATASET = check_dataset(**config["dataset"])
 check_evaluation(DATASET, config["evaluation"])
-EXPERIMENTS = experiment_configs(config, DATASET)
+# a run is one experiment (after sweep expansion) at one seed: results/<run>/
+RUNS = expand_runs(config, DATASET)
+EXPERIMENT_RUNS = experiment_runs(RUNS)
+# each experiment's config (at its first seed)
+EXPERIMENTS = {name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()}
+SWEEP = config.get("sweep") or {}
 check_sampling(config["sampling"], EXPERIMENTS)
 DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 LABELS = experiment_labels(EXPERIMENTS)
+# the (experiment, seed) of every run, in the order of RUNS
+RUN_KEYS = [(run.experiment, run.seed) for run in RUNS.values()]
+# the sample montage shows each experiment's first run: one sampling seed for all, so its rows compare like with like
+MONTAGE_RUNS = [runs[0].name for runs in EXPERIMENT_RUNS.values()]
 # GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
 GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
 # (a cluster job's own snakemake is given --resources for that one job)
@@ -59,7 +70,7 @@ if workflow.is_main_process:
 
 
 wildcard_constraints:
-    exp="|".join(re.escape(name) for name in EXPERIMENTS),
+    run="|".join(re.escape(name) for name in RUNS),
     epoch="|".join(str(epoch) for epoch in SAMPLE_EPOCHS),
 
 
@@ -75,7 +86,10 @@ rule all:
         "results/plots/samples.png",
         "results/plots/fid.png",
         "results/metrics.csv",
-        expand("results/{exp}/config.yaml", exp=EXPERIMENTS),
+        "results/summary.csv",
+        "results/summary.html",
+        ["results/plots/sweep.png"] if SWEEP else [],
+        expand("results/{run}/config.yaml", run=RUNS),
 
 
 rule download:
@@ -101,20 +115,21 @@ rule train:
     input:
         images=f"{DATA}/images.npy",
     output:
-        losses="results/{exp}/losses.csv",
-        checkpoints=expand("results/{{exp}}/checkpoints/epoch_{epoch}.pt", epoch=SAMPLE_EPOCHS),
-        config="results/{exp}/config.yaml",
+        losses="results/{run}/losses.csv",
+        checkpoints=expand("results/{{run}}/checkpoints/epoch_{epoch}.pt", epoch=SAMPLE_EPOCHS),
+        config="results/{run}/config.yaml",
     params:
-        config=lambda wildcards: EXPERIMENTS[wildcards.exp].to_dict(),
+        config=lambda wildcards: RUNS[wildcards.run].config.to_dict(),
+        experiment=lambda wildcards: RUNS[wildcards.run].experiment,
         dataset=DATASET.to_dict(),
-        state_dir=lambda wildcards: f"results/resume/{wildcards.exp}",
+        state_dir=lambda wildcards: f"results/resume/{wildcards.run}",
     log:
-        "results/logs/train/{exp}.log",
+        "results/logs/train/{run}.log",
     benchmark:
-        "results/benchmarks/train/{exp}.tsv"
+        "results/benchmarks/train/{run}.tsv"
     threads: 2
     resources:
-        gpu=lambda wildcards: GPUS[wildcards.exp],
+        gpu=lambda wildcards: GPUS[RUNS[wildcards.run].experiment],
         mem_mb=8000,
         runtime=720,
     conda:
@@ -125,19 +140,19 @@ rule train:
 
 rule sample:
     input:
-        checkpoint="results/{exp}/checkpoints/epoch_{epoch}.pt",
+        checkpoint="results/{run}/checkpoints/epoch_{epoch}.pt",
     output:
-        array="results/{exp}/samples/epoch_{epoch}.npy",
+        array="results/{run}/samples/epoch_{epoch}.npy",
     params:
         sampling=sample_settings(config["sampling"]),
-        device=lambda wildcards: EXPERIMENTS[wildcards.exp].device,
+        device=lambda wildcards: RUNS[wildcards.run].config.device,
     log:
-        "results/logs/sample/{exp}/epoch_{epoch}.log",
+        "results/logs/sample/{run}/epoch_{epoch}.log",
     benchmark:
-        "results/benchmarks/sample/{exp}/epoch_{epoch}.tsv"
+        "results/benchmarks/sample/{run}/epoch_{epoch}.tsv"
     threads: 2
     resources:
-        gpu=lambda wildcards: min(GPUS[wildcards.exp], 1),
+        gpu=lambda wildcards: min(GPUS[RUNS[wildcards.run].experiment], 1),
         mem_mb=8000,
         runtime=240,
     conda:
@@ -148,19 +163,19 @@ rule sample:
 
 rule plot_grid:
     input:
-        "results/{exp}/samples/epoch_{epoch}.npy",
+        "results/{run}/samples/epoch_{epoch}.npy",
     output:
         report(
-            "results/{exp}/samples/epoch_{epoch}.png",
+            "results/{run}/samples/epoch_{epoch}.png",
             caption="report/samples.rst",
             category="Samples",
-            subcategory="{exp}",
-            labels={"experiment": "{exp}", "epoch": "{epoch}"},
+            subcategory="{run}",
+            labels={"run": "{run}", "epoch": "{epoch}"},
         ),
     params:
         grid_size=config["sampling"]["grid_size"],
     log:
-        "results/logs/plot_grid/{exp}/epoch_{epoch}.log",
+        "results/logs/plot_grid/{run}/epoch_{epoch}.log",
     conda:
         "environment.yml"
     script:
@@ -169,11 +184,11 @@ rule plot_grid:
 
 rule aggregate_losses:
     input:
-        expand("results/{exp}/losses.csv", exp=EXPERIMENTS),
+        expand("results/{run}/losses.csv", run=RUNS),
     output:
         "results/losses.csv",
     params:
-        experiments=list(EXPERIMENTS),
+        runs=RUN_KEYS,
     log:
         "results/logs/aggregate_losses.log",
     conda:
@@ -199,11 +214,11 @@ rule plot_losses:
 
 rule plot_samples:
     input:
-        expand("results/{exp}/samples/epoch_{epoch}.png", exp=EXPERIMENTS, epoch=SAMPLE_EPOCHS),
+        expand("results/{run}/samples/epoch_{epoch}.png", run=MONTAGE_RUNS, epoch=SAMPLE_EPOCHS),
     output:
         report("results/plots/samples.png", caption="report/montage.rst", category="Samples"),
     params:
-        experiments=list(EXPERIMENTS),
+        experiments=list(EXPERIMENT_RUNS),
         epochs=SAMPLE_EPOCHS,
         labels=LABELS,
     log:
@@ -216,9 +231,12 @@ rule plot_samples:
 
 rule aggregate_metrics:
     input:
-        expand("results/{exp}/metrics/epoch_{epoch}.json", exp=EXPERIMENTS, epoch=SAMPLE_EPOCHS),
+        expand("results/{run}/metrics/epoch_{epoch}.json", run=RUNS, epoch=SAMPLE_EPOCHS),
     output:
         "results/metrics.csv",
+    params:
+        runs=RUN_KEYS,
+        epochs=SAMPLE_EPOCHS,
     log:
         "results/logs/aggregate_metrics.log",
     conda:
@@ -240,3 +258,39 @@ rule plot_fid:
         "environment.yml"
     script:
         "scripts/plot_fid.py"
+
+
+rule summarize:
+    input:
+        losses="results/losses.csv",
+        metrics="results/metrics.csv",
+    output:
+        csv="results/summary.csv",
+        html=report("results/summary.html", caption="report/summary.rst", category="Evaluation"),
+    params:
+        swept={name: runs[0].swept for name, runs in EXPERIMENT_RUNS.items()},
+    log:
+        "results/logs/summarize.log",
+    conda:
+        "environment.yml"
+    script:
+        "scripts/summarize.py"
+
+
+rule plot_sweep:
+    input:
+        "results/summary.csv",
+    output:
+        report("results/plots/sweep.png", caption="report/sweep.rst", category="Evaluation"),
+    params:
+        sweep=SWEEP,
+        experiments={
+            name: {"parent": runs[0].parent, "swept": runs[0].swept}
+            for name, runs in EXPERIMENT_RUNS.items()
+        },
+    log:
+        "results/logs/plot_sweep.log",
+    conda:
+        "environment.yml"
+    script:
+        "scripts/plot_sweep.py"

@@ -1,10 +1,12 @@
-"""The experiment config: one dataclass, with the checks a JSON schema cannot express.
+"""The experiment config: one dataclass, with the checks a JSON schema cannot express, and the expansion of
+experiments x sweep x seeds into runs.
 
 Every field has the name it has in `config/config.yaml`, in the loss CSV and in the README.
 """
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ SCHEDULES = ("linear", "cosine")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # fields that change how a run is executed or saved, never what it computes
 EXECUTION_ONLY = ("state_every", "keep_states", "gpus")
+# what the workflow keeps in results/ beside the run folders: no run may take one of these names
+RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
+                   "summary.html", "report.html")
 
 
 @dataclass
@@ -82,6 +87,9 @@ class TrainConfig:
                              f"groups), got {self.hidden_size!r}")
         for name in ("warmup_steps", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
+        for name in ("flip", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.batch_size % self.gpus:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by gpus ({self.gpus}): each process "
                              "trains on an equal share of the global batch")
@@ -341,3 +349,118 @@ def experiment_labels(configs: dict[str, TrainConfig]) -> dict[str, str]:
         values = ", ".join(f"{k}={getattr(config, k)}" for k in differing)
         labels[name] = f"{name} ({values})" if values else name
     return labels
+
+
+@dataclass(frozen=True)
+class Run:
+    """One experiment (after sweep expansion) at one seed: one train job, and its folder results/<name>/."""
+
+    name: str
+    experiment: str  # the configured experiment's name and its swept values, e.g. "base.lr-0.0001"
+    parent: str  # the name under `experiments:` it was expanded from
+    seed: int
+    swept: dict  # sweep field -> this run's value; {} without a sweep
+    config: TrainConfig
+
+
+def sweep_fields() -> list[str]:
+    """The experiment fields a sweep may vary: every TrainConfig field but the seed (`seeds:` lists those) and the
+    checkpoint epochs (`sample_epochs:` sets those)."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "checkpoint_epochs")]
+
+
+def check_sweep(sweep: dict) -> None:
+    """Each sweep field is an experiment field with a non-empty list of distinct values."""
+    allowed = sweep_fields()
+    for name, values in sweep.items():
+        if name == "seed":
+            raise ValueError("sweep.seed: list the seeds under `seeds:` (top level) instead of sweeping `seed`")
+        if name not in allowed:
+            raise ValueError(f"sweep field {name!r} is not an experiment field; allowed: {allowed}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep.{name} must be a non-empty list of values, got {values!r}")
+        parts = [_name_part(value) for value in values]
+        repeated = sorted({part for part in parts if parts.count(part) > 1})
+        if repeated:
+            raise ValueError(f"sweep.{name} lists {', '.join(repeated)} more than once")
+
+
+def check_seeds(seeds: list) -> None:
+    """`seeds` is a non-empty list of distinct integers >= 0."""
+    if not isinstance(seeds, list) or not seeds:
+        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    for seed in seeds:
+        _check_int("each of seeds", seed, minimum=0)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds lists a seed more than once: {seeds}")
+
+
+def expand_runs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, Run]:
+    """Every experiment crossed with every combination of the `sweep` values, at every seed of `seeds`.
+
+    A run's name is its experiment's, then `.<field>-<value>` for each swept field (in the order of `sweep`), then
+    `.seed-<s>` when `seeds` is given. With neither, each run is one experiment, keeps its name and its `seed`:
+    the layout of a plain config. Each combination is checked as an experiment of its own (`experiment_configs`,
+    against the `dataset`); a name that would stand for two things, or that the workflow uses in results/, is
+    refused. Raises ValueError naming the field, value or name.
+    """
+    sweep = workflow_config.get("sweep") or {}
+    seeds = workflow_config.get("seeds")
+    check_sweep(sweep)
+    if seeds is not None:
+        check_seeds(seeds)
+    combinations = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
+    runs, owners = {}, {}
+    for parent, overrides in workflow_config["experiments"].items():
+        _claim(owners, check_experiment_name(parent), f"experiment {parent!r}")
+        for swept in combinations:
+            experiment = parent + "".join(f".{name}-{_name_part(value)}" for name, value in swept.items())
+            described = f"experiment {parent!r}" + (f" with {_describe(swept)}" if swept else "")
+            config = _swept_config(workflow_config, dataset, parent, {**(overrides or {}), **swept}, swept)
+            _claim(owners, experiment, described)
+            for seed in [config.seed] if seeds is None else seeds:
+                name = experiment if seeds is None else f"{experiment}.seed-{seed}"
+                _claim(owners, name, described if seeds is None else f"{described} at seed {seed}")
+                if name in RESULTS_ENTRIES:
+                    raise ValueError(f"run name {name!r} is taken by the workflow's results/{name}: rename experiment "
+                                     f"{parent!r} (names in use: {', '.join(RESULTS_ENTRIES)})")
+                runs[name] = Run(name, experiment, parent, seed, swept, dataclasses.replace(config, seed=seed))
+    return runs
+
+
+def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:
+    """Each experiment's runs, in the order of `seeds`."""
+    grouped = {}
+    for run in runs.values():
+        grouped.setdefault(run.experiment, []).append(run)
+    return grouped
+
+
+def _swept_config(workflow_config: dict, dataset: DatasetInfo, parent: str, values: dict, swept: dict) -> TrainConfig:
+    """One experiment with its swept values, checked like any configured experiment."""
+    try:
+        return experiment_configs({**workflow_config, "experiments": {parent: values}}, dataset)[parent]
+    except ValueError as error:
+        if not swept:
+            raise
+        raise ValueError(f"sweep {_describe(swept)}: {error}") from None
+
+
+def _name_part(value) -> str:
+    """A swept value as it appears in a run name, safe in a path: YAML's spelling without an exponent's '+'
+    (1e-05, 1e20, true, null), a list's items joined by '_'."""
+    if isinstance(value, list):
+        return "_".join(map(_name_part, value))
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return str(value).replace("+", "")
+
+
+def _describe(swept: dict) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in swept.items())
+
+
+def _claim(owners: dict[str, str], name: str, owner: str) -> None:
+    """Record that `name` stands for `owner`; refuse a name that would stand for two things."""
+    if owners.setdefault(name, owner) != owner:
+        raise ValueError(f"the name {name!r} would stand for both {owners[name]} and {owner}: rename an experiment")

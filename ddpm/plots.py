@@ -1,4 +1,4 @@
-"""Loss curves, sample grids and montages, FID curves: the pictures a person looks at.
+"""Loss curves, sample grids and montages, FID curves and sweeps: the pictures a person looks at.
 
 Only `save_grid` needs torch (torchvision's `make_grid`); it imports it itself, so that the jobs which plot
 tables start in a second instead of spending seconds importing torch.
@@ -71,16 +71,27 @@ def smooth(values: pd.Series, window: int) -> pd.Series:
 
 
 def loss_figure(losses: pd.DataFrame, labels: dict[str, str]) -> Figure:
-    """Every experiment's loss against step on one log-scale figure: raw faint, smoothed bold. `labels` maps each
-    experiment, in config order, to its legend entry; it also fixes the colours (`experiment_colors`)."""
+    """Every experiment's loss against step on one log-scale figure: the mean over its seeds raw (faint) and
+    smoothed (bold), and, with several seeds, a band from the lowest to the highest seed's smoothed loss. `labels`
+    maps each experiment, in config order, to its legend entry; it also fixes the colours (`experiment_colors`)."""
     colors = experiment_colors(labels)
     figure, axes = plt.subplots(figsize=(8, 5))
+    several_seeds = False
     for name in labels:
-        frame = losses[losses["experiment"] == name]
-        window = max(1, len(frame) // 50)
-        axes.plot(frame["step"], frame["loss"], color=colors[name], alpha=0.2, linewidth=0.8)
-        axes.plot(frame["step"], smooth(frame["loss"], window), color=colors[name], linewidth=2, label=labels[name])
-    axes.set(xlabel="step", ylabel="training loss (MSE on the noise)", yscale="log", title="Training loss")
+        by_seed = losses[losses["experiment"] == name].pivot_table(index="step", columns="seed", values="loss")
+        window = max(1, len(by_seed) // 50)
+        mean = by_seed.mean(axis=1)
+        label = labels[name]
+        if by_seed.shape[1] > 1:
+            several_seeds = True
+            smoothed = by_seed.apply(smooth, window=window)
+            axes.fill_between(by_seed.index, smoothed.min(axis=1), smoothed.max(axis=1), color=colors[name],
+                              alpha=0.2, linewidth=0)
+            label = f"{label}, {by_seed.shape[1]} seeds"
+        axes.plot(by_seed.index, mean, color=colors[name], alpha=0.2, linewidth=0.8)
+        axes.plot(by_seed.index, smooth(mean, window), color=colors[name], linewidth=2, label=label)
+    title = "Training loss: mean over seeds, band from min to max seed" if several_seeds else "Training loss"
+    axes.set(xlabel="step", ylabel="training loss (MSE on the noise)", yscale="log", title=title)
     axes.grid(True, which="both", alpha=0.3)
     _legend_below(axes)
     return figure
@@ -117,20 +128,65 @@ def plot_sample_montage(grids: dict[str, dict[int, str | Path]], labels: dict[st
 
 
 def fid_figure(metrics: pd.DataFrame, labels: dict[str, str]) -> Figure:
-    """FID against epoch, one line per experiment (colours as `experiment_colors(labels)`), on integer epoch ticks;
-    the extractor and sample count go in the title."""
+    """FID against epoch, one line per experiment (colours as `experiment_colors(labels)`), on integer epoch ticks:
+    the mean over its seeds, with error bars of ±1 standard deviation over seeds where it has several; the
+    extractor and sample count go in the title."""
     colors = experiment_colors(labels)
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    several_seeds = False
     for name in labels:
-        frame = metrics[metrics["experiment"] == name].sort_values("epoch")
-        axes.plot(frame["epoch"], frame["fid"], marker="o", color=colors[name], label=labels[name])
-    kinds = ", ".join(sorted({f"{e} features, {n} samples" for e, n in zip(metrics["extractor"], metrics["num_samples"])}))
-    axes.set(xlabel="epoch", ylabel="FID (lower is better)", yscale="log", title=f"FID ({kinds})")
+        fid = metrics[metrics["experiment"] == name].groupby("epoch")["fid"].agg(["mean", "std", "count"])
+        axes.plot(fid.index, fid["mean"], marker="o", color=colors[name], label=labels[name])
+        if (fid["count"] > 1).any():
+            several_seeds = True
+            axes.errorbar(fid.index, fid["mean"], yerr=fid["std"].fillna(0.0), fmt="none", ecolor=colors[name],
+                          capsize=3)
+    title = f"FID ({_fid_title(metrics)})" + ("\nmean over seeds, error bars ±1 std" if several_seeds else "")
+    axes.set(xlabel="epoch", ylabel="FID (lower is better)", yscale="log", title=title)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(True, which="both", alpha=0.3)
     _legend_below(axes)
     return figure
 
 
+def _fid_title(metrics: pd.DataFrame) -> str:
+    """The extractor and sample count the FIDs come from: values are only comparable when these match."""
+    return ", ".join(sorted({f"{e} features, {n} samples" for e, n in zip(metrics["extractor"], metrics["num_samples"])}))
+
+
 def plot_fid(metrics: pd.DataFrame, labels: dict[str, str], path: str | Path) -> None:
     _save_figure(fid_figure(metrics, labels), path)
+
+
+def sweep_figure(summary: pd.DataFrame, sweep: dict[str, list], experiments: dict[str, dict]) -> Figure:
+    """The last sample epoch's mean FID (error bars ±1 std over seeds) against each swept field, one panel a field.
+
+    `sweep` is the config's field -> values; `experiments` maps each experiment to its `parent` (the configured
+    experiment) and its `swept` values. In a field's panel, one line joins the experiments that differ only in
+    that field."""
+    last = summary[summary["epoch"] == summary["epoch"].max()].set_index("experiment")
+    figure, axes = plt.subplots(1, len(sweep), figsize=(4.5 * len(sweep), 4), squeeze=False)
+    for axis, (field, values) in zip(axes[0], sweep.items()):
+        ticks = list(map(str, values))
+        lines = {}
+        for name, experiment in experiments.items():
+            others = ", ".join(f"{k}={v}" for k, v in experiment["swept"].items() if k != field)
+            lines.setdefault(experiment["parent"] + (f" ({others})" if others else ""), []).append(
+                (ticks.index(str(experiment["swept"][field])), name))
+        for label, points in lines.items():
+            points.sort()
+            rows = last.loc[[name for _, name in points]]
+            x = [x for x, _ in points]
+            (line,) = axis.plot(x, rows["fid_mean"], marker="o", label=label)
+            axis.errorbar(x, rows["fid_mean"], yerr=rows["fid_std"].fillna(0.0), fmt="none",
+                          ecolor=line.get_color(), capsize=3)
+        axis.set_xticks(range(len(ticks)), ticks)
+        axis.set(xlabel=field, ylabel=f"FID at epoch {int(last['epoch'].max())}", yscale="log")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.suptitle("FID against each swept field\n(mean over seeds, error bars ±1 std)")
+    return figure
+
+
+def plot_sweep(summary: pd.DataFrame, sweep: dict[str, list], experiments: dict[str, dict], path: str | Path) -> None:
+    _save_figure(sweep_figure(summary, sweep, experiments), path)

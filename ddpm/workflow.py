@@ -30,21 +30,28 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
 
 
-def aggregate_losses(loss_csvs: dict[str, str | Path], out: str | Path) -> pd.DataFrame:
-    """Every experiment's losses.csv as one long table: experiment, step, epoch, loss, ..."""
-    frames = [pd.read_csv(path, dtype={"loss": float}).assign(experiment=name) for name, path in loss_csvs.items()]
-    frame = pd.concat(frames, ignore_index=True)
-    frame = frame[["experiment", *[c for c in frame.columns if c != "experiment"]]]
+def aggregate_losses(loss_csvs: dict[tuple[str, int], str | Path], out: str | Path) -> pd.DataFrame:
+    """Every run's losses.csv, keyed by (experiment, seed), as one long table: experiment, seed, step, epoch, ..."""
+    frames = [pd.read_csv(path, dtype={"loss": float}).assign(experiment=experiment, seed=seed)
+              for (experiment, seed), path in loss_csvs.items()]
+    frame = _run_columns_first(pd.concat(frames, ignore_index=True))
     write_csv(frame, out)
     return frame
 
 
-def aggregate_metrics(metric_jsons: list[str | Path], out: str | Path) -> pd.DataFrame:
-    """Every results/<exp>/metrics/epoch_<E>.json as one row, sorted by experiment and epoch."""
-    rows = [json.loads(Path(path).read_text()) for path in metric_jsons]
-    frame = pd.DataFrame(rows).sort_values(["experiment", "epoch"], ignore_index=True)
+def aggregate_metrics(metric_jsons: dict[tuple[str, int], list[str | Path]], out: str | Path) -> pd.DataFrame:
+    """Every run's metrics/epoch_<E>.json, keyed by (experiment, seed), as one row each: experiment, seed, epoch,
+    fid, ...; sorted by experiment, seed and epoch."""
+    rows = [{**json.loads(Path(path).read_text()), "experiment": experiment, "seed": seed}
+            for (experiment, seed), paths in metric_jsons.items() for path in paths]
+    frame = _run_columns_first(pd.DataFrame(rows)).sort_values(["experiment", "seed", "epoch"], ignore_index=True)
     write_csv(frame, out)
     return frame
+
+
+def _run_columns_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns that name the run (experiment, seed) first."""
+    return frame[["experiment", "seed", *[c for c in frame.columns if c not in ("experiment", "seed")]]]
 
 
 def print_environment() -> None:

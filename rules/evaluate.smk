@@ -1,7 +1,7 @@
-# FID of each experiment's samples against the dataset (ddpm.metrics; Heusel et al. 2017).
+# FID of each run's samples against the dataset (ddpm.metrics; Heusel et al. 2017).
 # config["evaluation"]: extractor ("classifier": a small CNN trained once on the dataset's labels, or "inception":
 # the standard FID InceptionV3) and num_reference (how many dataset images the reference statistics use; null: all).
-# Uses DATA and GPUS from the Snakefile; conda: and script: paths are relative to this file.
+# Uses DATA, GPUS and RUNS from the Snakefile; conda: and script: paths are relative to this file.
 
 EVAL_EXTRACTOR = config["evaluation"]["extractor"]
 EVAL_CLASSIFIER = "results/reference/classifier.pt"
@@ -63,14 +63,14 @@ rule reference_stats:
 rule evaluate:
     input:
         unpack(lambda wildcards: EVAL_INPUTS),
-        samples="results/{exp}/samples/epoch_{epoch}.npy",
+        samples="results/{run}/samples/epoch_{epoch}.npy",
         reference=rules.reference_stats.output[0],
     output:
-        "results/{exp}/metrics/epoch_{epoch}.json",
+        "results/{run}/metrics/epoch_{epoch}.json",
     log:
-        "results/logs/evaluate/{exp}/epoch_{epoch}.log",
+        "results/logs/evaluate/{run}/epoch_{epoch}.log",
     benchmark:
-        "results/benchmarks/evaluate/{exp}/epoch_{epoch}.tsv"
+        "results/benchmarks/evaluate/{run}/epoch_{epoch}.tsv"
     conda:
         "../environment.yml"
     threads: 2
@@ -79,6 +79,7 @@ rule evaluate:
         mem_mb=8000,
         runtime=120,
     params:
+        experiment=lambda wildcards: RUNS[wildcards.run].experiment,
         extractor=EVAL_EXTRACTOR,
         device=EVAL_DEVICE,
     script:

@@ -1,4 +1,4 @@
-"""FID of one experiment's samples at one epoch, as a JSON metric row (ddpm.metrics.evaluate_samples)."""
+"""FID of one run's samples at one epoch, as a JSON metric row (ddpm.metrics.evaluate_samples)."""
 
 import torch
 
@@ -12,7 +12,7 @@ with logged_to(snakemake.log[0]):
         snakemake.input.samples,
         snakemake.input.reference,
         snakemake.output[0],
-        snakemake.wildcards.exp,
+        snakemake.params.experiment,
         int(snakemake.wildcards.epoch),
         snakemake.params.extractor,
         classifier=snakemake.input.get("classifier"),

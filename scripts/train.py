@@ -1,4 +1,4 @@
-"""Train one experiment (ddpm.training.run_experiment) and record its resolved config."""
+"""Train one run (ddpm.training.run_experiment) and record its resolved config."""
 
 from pathlib import Path
 
@@ -14,4 +14,4 @@ with logged_to(snakemake.log[0]):
     config = TrainConfig.from_dict(snakemake.params.config)
     run_dir = Path(snakemake.output.losses).parent
     run_experiment(config, Path(snakemake.input.images).parent, run_dir, snakemake.params.state_dir)
-    write_resolved_config(snakemake.output.config, snakemake.wildcards.exp, snakemake.params.dataset, config)
+    write_resolved_config(snakemake.output.config, snakemake.params.experiment, snakemake.params.dataset, config)

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from ddpm.config import (
     check_experiment_name,
     check_gpus,
     check_sampling,
+    expand_runs,
     experiment_configs,
+    experiment_runs,
     sample_settings,
     yaml_config_overrides,
 )
@@ -205,6 +208,81 @@ def test_config_overrides_are_read_as_yaml():
         {"sample_epochs": [10, 30], "sampling": {"grid_size": 4}}
 
 
+def sweep_config(**changes) -> dict:
+    """Two experiments, one of which sets its own lr; top-level `seeds` and `sweep` as given."""
+    config = workflow_config(experiments={"base": {}, "fast": {"lr": 1e-3, "seed": 7}})
+    return {**config, **changes}
+
+
+def test_without_seeds_and_sweep_each_run_is_an_experiment_with_its_own_seed():
+    runs = expand_runs(sweep_config(), DIGITS)
+    assert list(runs) == ["base", "fast"]
+    assert [(r.experiment, r.parent, r.seed, r.swept) for r in runs.values()] == [("base", "base", 0, {}),
+                                                                                ("fast", "fast", 7, {})]
+    assert {name: run.config for name, run in runs.items()} == experiment_configs(sweep_config(), DIGITS)
+
+
+def test_experiments_cross_every_sweep_combination_at_every_seed():
+    runs = expand_runs(sweep_config(seeds=[0, 3], sweep={"lr": [1e-4, 5e-4], "batch_size": [32, 64]}), DIGITS)
+    assert len(runs) == 2 * 2 * 2 * 2
+    run = runs["fast.lr-0.0005.batch_size-32.seed-3"]
+    assert (run.experiment, run.parent, run.seed) == ("fast.lr-0.0005.batch_size-32", "fast", 3)
+    assert run.swept == {"lr": 5e-4, "batch_size": 32}
+    assert (run.config.lr, run.config.batch_size, run.config.seed) == (5e-4, 32, 3)  # the sweep replaces fast's lr
+    assert run.config.checkpoint_epochs == [1, 2]
+    for run in runs.values():
+        assert run.name == f"{run.experiment}.seed-{run.seed}"
+        assert run.config.to_dict() == {**TrainConfig.from_dict({**sweep_config()["defaults"], **run.swept,
+                                                                 "seed": run.seed, "checkpoint_epochs": [1, 2]}).to_dict()}
+    assert list(experiment_runs(runs)["base.lr-0.0001.batch_size-64"]) == [
+        runs["base.lr-0.0001.batch_size-64.seed-0"], runs["base.lr-0.0001.batch_size-64.seed-3"]]
+
+
+def test_a_sweep_without_seeds_keeps_each_experiments_seed():
+    runs = expand_runs(sweep_config(sweep={"ema_decay": [None, 0.9]}), DIGITS)
+    assert list(runs) == ["base.ema_decay-null", "base.ema_decay-0.9", "fast.ema_decay-null", "fast.ema_decay-0.9"]
+    assert {r.seed for r in runs.values() if r.parent == "fast"} == {7}
+
+
+def test_adding_a_seed_or_changing_a_sweep_value_leaves_the_other_runs_as_they_were():
+    before = expand_runs(sweep_config(seeds=[0, 1], sweep={"lr": [1e-4, 5e-4]}), DIGITS)
+    more_seeds = expand_runs(sweep_config(seeds=[0, 1, 2], sweep={"lr": [1e-4, 5e-4]}), DIGITS)
+    assert {name: run for name, run in more_seeds.items() if run.seed != 2} == before
+    changed = expand_runs(sweep_config(seeds=[0, 1], sweep={"lr": [1e-4, 2e-4]}), DIGITS)
+    assert {n for n in changed if n not in before} == {f"{e}.lr-0.0002.seed-{s}" for e in ("base", "fast") for s in (0, 1)}
+    assert all(changed[name] == run for name, run in before.items() if name in changed)
+
+
+def test_run_names_spell_every_kind_of_value_as_a_safe_path():
+    sweep = {"grad_clip": [None, 1e20, 0.5], "flip": [True, False], "lr": [1e-05]}
+    runs = expand_runs(sweep_config(experiments={"base": {}}, sweep=sweep), DIGITS)
+    assert "base.grad_clip-1e20.flip-true.lr-1e-05" in runs and "base.grad_clip-null.flip-false.lr-1e-05" in runs
+    assert all(check_experiment_name(name) == name for name in runs)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sweep": {"learning_rate": [0.1]}}, r"sweep field 'learning_rate' is not an experiment field; allowed: \[.*'lr'"),
+    ({"sweep": {"seed": [0, 1]}}, "list the seeds under `seeds:`"),
+    ({"sweep": {"lr": []}}, r"sweep.lr must be a non-empty list of values, got \[\]"),
+    ({"sweep": {"lr": 0.1}}, "sweep.lr must be a non-empty list of values, got 0.1"),
+    ({"sweep": {"lr": [0.1, 0.1]}}, "sweep.lr lists 0.1 more than once"),
+    ({"sweep": {"batch_size": [32, "many"]}}, "sweep batch_size='many': experiment 'base': batch_size must be an integer"),
+    ({"sweep": {"flip": ["yes"]}}, "sweep flip='yes': experiment 'base': flip must be true or false, got 'yes'"),
+    ({"sweep": {"epochs": [1, 3]}}, r"sweep epochs=1: experiment 'base': sample_epochs \[2\] are beyond its epochs \(1\)"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"seeds": [0, -1]}, "each of seeds must be an integer >= 0, got -1"),
+    ({"seeds": [1, 1]}, r"seeds lists a seed more than once: \[1, 1\]"),
+    ({"sweep": {"lr": [1e-3]}, "experiments": {"a": {}, "a.lr-0.001": {}}},
+     "the name 'a.lr-0.001' would stand for both experiment 'a' with lr=0.001 and experiment 'a.lr-0.001'"),
+    ({"seeds": [1], "experiments": {"a.seed-1": {}, "a": {}}},
+     "the name 'a.seed-1' would stand for both experiment 'a.seed-1' and experiment 'a' at seed 1"),
+    ({"experiments": {"plots": {}}}, r"run name 'plots' is taken by the workflow's results/plots"),
+])
+def test_bad_seeds_and_sweeps_are_refused_by_name(changes, message):
+    with pytest.raises(ValueError, match=message):
+        expand_runs(sweep_config(**changes), DIGITS)
+
+
 def tiny(**changes) -> dict:
     """tests/data/tiny.yaml with top-level sections replaced."""
     return {**yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text()), **changes}
@@ -233,3 +311,16 @@ def test_schema_errors_name_the_section_the_field_and_what_is_allowed(change, me
         validate(tiny(**change), SCHEMA)
     for message in messages:
         assert message in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": [0, 0]}, "[0, 0] has non-unique elements"),
+    ({"seeds": [-1]}, "-1 is less than the minimum of 0"),
+    ({"seeds": []}, "[] should be non-empty"),
+    ({"sweep": {"lr": 0.1}}, "0.1 is not of type 'array'"),
+    ({"sweep": [0.1]}, "[0.1] is not of type 'object'"),
+])
+def test_schema_checks_the_shape_of_seeds_and_sweep(change, message):
+    with pytest.raises(WorkflowError, match=re.escape(message)):
+        validate(tiny(**change), SCHEMA)
+    validate(tiny(seeds=[0, 1], sweep={"lr": [1e-4, 2e-4], "batch_size": [64]}), SCHEMA)

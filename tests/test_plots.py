@@ -29,7 +29,7 @@ def close_figures():
 
 def losses() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame([{"experiment": name, "step": step, "loss": rng.uniform(0.1, 1)}
+    return pd.DataFrame([{"experiment": name, "seed": 0, "step": step, "loss": rng.uniform(0.1, 1)}
                          for name in LABELS for step in range(1, 21)])
 
 
@@ -114,3 +114,45 @@ def test_montage_row_labels_overlap_nothing(montage):
         assert not a.overlaps(b), (a, b)
     for label, image in itertools.product(label_boxes, image_boxes):
         assert not label.overlaps(image), (label, image)
+
+
+def two_seeds(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`frame` at seed 0 and again at seed 1 with `column` doubled."""
+    return pd.concat([frame.assign(seed=0), frame.assign(seed=1, **{column: 2 * frame[column]})], ignore_index=True)
+
+
+def test_loss_plot_draws_the_mean_over_seeds_and_a_min_to_max_band(close_figures):
+    one = losses()
+    axes = plots.loss_figure(two_seeds(one, "loss"), LABELS).axes[0]
+    labelled = {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
+    assert set(labelled) == {f"{label}, 2 seeds" for label in LABELS.values()}
+    bold = labelled[f"{LABELS['zeta']}, 2 seeds"]
+    expected = 1.5 * one[one["experiment"] == "zeta"]["loss"].to_numpy()  # the mean of x and 2x, window 1
+    np.testing.assert_allclose(bold.get_ydata(), expected)
+    band = axes.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(expected.min() / 1.5) and band.max() == pytest.approx(2 * expected.max() / 1.5)
+
+
+def test_fid_plot_has_error_bars_of_one_std_only_with_several_seeds(close_figures):
+    assert not plots.fid_figure(metrics(), LABELS).axes[0].containers
+    figure = plots.fid_figure(two_seeds(metrics(), "fid"), LABELS)
+    bars = figure.axes[0].containers
+    assert len(bars) == len(LABELS) and "error bars ±1 std" in figure.axes[0].get_title()
+    zeta = metrics()[metrics()["experiment"] == "zeta"]["fid"].to_numpy()
+    segments = bars[0].lines[2][0].get_segments()  # one vertical bar per epoch: mean - std to mean + std
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * np.std([zeta, 2 * zeta], axis=0, ddof=1))
+
+
+def test_sweep_plot_has_a_panel_a_field_and_a_line_per_other_setting(close_figures):
+    sweep = {"lr": [1e-4, 2e-4, 5e-4], "batch_size": [64, 128]}
+    experiments = {f"base.lr-{lr}.batch_size-{bs}": {"parent": "base", "swept": {"lr": lr, "batch_size": bs}}
+                   for lr in sweep["lr"] for bs in sweep["batch_size"]}
+    summary = pd.DataFrame([{"experiment": name, "epoch": epoch, "fid_mean": 10.0 + i + epoch, "fid_std": 1.0}
+                            for i, name in enumerate(experiments) for epoch in (1, 2)])
+    lr_axes, batch_axes = plots.sweep_figure(summary, sweep, experiments).axes
+    assert [t.get_text() for t in lr_axes.get_xticklabels()] == ["0.0001", "0.0002", "0.0005"]
+    assert sorted(line.get_label() for line in lr_axes.get_lines() if not line.get_label().startswith("_")) == [
+        "base (batch_size=128)", "base (batch_size=64)"]
+    assert len([line for line in batch_axes.get_lines() if not line.get_label().startswith("_")]) == 3
+    line = next(line for line in lr_axes.get_lines() if line.get_label() == "base (batch_size=128)")
+    np.testing.assert_allclose(line.get_ydata(), [10.0 + 1 + 2, 10.0 + 3 + 2, 10.0 + 5 + 2])  # the last epoch's means

@@ -25,7 +25,7 @@ def test_every_output_exists_and_is_valid(run):
     results = run / "results"
     with open(results / "losses.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["experiment", "step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds"]
+    assert list(rows[0]) == ["experiment", "seed", "step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds"]
     assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
     for exp in EXPERIMENTS:
         assert (results / exp / "config.yaml").exists()
@@ -70,11 +70,11 @@ def test_changing_one_experiment_reruns_only_its_jobs(run, tmp_path):
     assert planned.returncode == 0, planned.output
     for rule in ("train", "sample", "evaluate"):
         assert planned.output.count(f"rule {rule}:") == (1 if rule == "train" else len(EPOCHS)), planned.output
-    assert "exp=lr_high" in planned.output and "exp=base" not in planned.output, planned.output
+    assert "run=lr_high" in planned.output and "run=base" not in planned.output, planned.output
 
     result = snakemake(workdir, "results/plots/loss.png", config=config)  # carried out for the training half
     assert result.returncode == 0, result.output
-    assert "exp=lr_high" in result.output and "exp=base" not in result.output, result.output
+    assert "run=lr_high" in result.output and "run=base" not in result.output, result.output
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
     assert changed.read_bytes() != before
 
@@ -117,7 +117,7 @@ def test_config_overrides_apply_on_top_of_the_default_config(tmp_path):
     shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
     planned = snakemake(tmp_path, "--dry-run", "--config", "sample_epochs=[10]", configfile=None)
     assert planned.returncode == 0, planned.output
-    assert "exp=lr_2e-3, epoch=10" in planned.output and "epoch=30" not in planned.output, planned.output
+    assert "run=lr_2e-3, epoch=10" in planned.output and "epoch=30" not in planned.output, planned.output
 
 
 def test_config_overrides_apply_on_top_of_a_configfile_alone(tmp_path):
@@ -125,7 +125,7 @@ def test_config_overrides_apply_on_top_of_a_configfile_alone(tmp_path):
     shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")  # not to be merged in
     planned = snakemake(tmp_path, "--dry-run", "--config", "sample_epochs=[1]", configfile=TINY)
     assert planned.returncode == 0, planned.output
-    assert "exp=base, epoch=1" in planned.output and "epoch=2" not in planned.output, planned.output
+    assert "run=base, epoch=1" in planned.output and "epoch=2" not in planned.output, planned.output
     assert "lr_2e-3" not in planned.output, planned.output
 
 

@@ -1,0 +1,112 @@
+"""The summary over seeds: per-epoch loss and speed, means and spreads over seeds, ranking, Welch's t-test."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddpm.summary import best_lead, epoch_statistics, summarize, summary_html, write_summary
+
+BATCH_SIZE = 4
+STEPS_PER_EPOCH = 3
+# (experiment, seed) -> per-step losses of two epochs, and seconds per step
+RUNS = {
+    ("a", 0): ([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], 0.5),
+    ("a", 1): ([1.0, 0.7, 0.7, 0.5, 0.5, 0.3], 0.25),
+    ("b", 0): ([0.8, 0.8, 0.8, 0.7, 0.7, 0.7], 1.0),
+    ("b", 1): ([0.9, 0.9, 0.6, 0.6, 0.6, 0.6], 2.0),
+}
+LOG_STEPS = [2, 3, 5, 6]  # log_every 2 with a row at each epoch's end: windows of 2, 1, 2 and 1 steps
+FID = {("a", 0): {1: 30.0, 2: 10.0}, ("a", 1): {1: 40.0, 2: 12.0}, ("b", 0): {1: 20.0, 2: 20.0},
+       ("b", 1): {1: 25.0, 2: 24.0}}
+
+
+def losses() -> pd.DataFrame:
+    """The long loss table as aggregate_losses writes it: each row the mean of the steps since the previous row."""
+    rows = []
+    for (experiment, seed), (per_step, seconds_per_step) in RUNS.items():
+        previous = 0
+        for step in LOG_STEPS:
+            window = per_step[previous:step]
+            rows.append({"experiment": experiment, "seed": seed, "step": step, "epoch": (step - 1) // STEPS_PER_EPOCH + 1,
+                         "loss": float(np.mean(window)), "lr": 1e-3,
+                         "images_per_second": BATCH_SIZE / seconds_per_step,
+                         "elapsed_seconds": step * seconds_per_step})
+            previous = step
+    return pd.DataFrame(rows)
+
+
+def metrics() -> pd.DataFrame:
+    return pd.DataFrame([{"experiment": e, "seed": s, "epoch": epoch, "fid": fid, "extractor": "classifier",
+                          "num_samples": 16, "num_reference": 1797}
+                         for (e, s), by_epoch in FID.items() for epoch, fid in by_epoch.items()])
+
+
+def test_epoch_statistics_weigh_each_row_by_its_steps():
+    stats = epoch_statistics(losses()).set_index(["experiment", "seed", "epoch"])
+    for (experiment, seed), (per_step, seconds_per_step) in RUNS.items():
+        for epoch in (1, 2):
+            row = stats.loc[(experiment, seed, epoch)]
+            steps = per_step[(epoch - 1) * STEPS_PER_EPOCH:epoch * STEPS_PER_EPOCH]
+            assert row["final_loss"] == pytest.approx(np.mean(steps))
+            assert row["train_seconds"] == pytest.approx(epoch * STEPS_PER_EPOCH * seconds_per_step)
+            assert row["images_per_second"] == pytest.approx(BATCH_SIZE / seconds_per_step)
+
+
+def test_summary_means_and_spreads_over_seeds_ranked_by_the_last_epoch():
+    summary = summarize(losses(), metrics(), {"a": {"lr": 1e-3}, "b": {"lr": 2e-3}})
+    assert list(summary.columns) == ["rank", "experiment", "lr", "epoch", "seeds", "fid_mean", "fid_std",
+                                     "final_loss_mean", "final_loss_std", "train_seconds", "images_per_second"]
+    # a leads at epoch 2 (11 < 22) though b leads at epoch 1: the last epoch ranks
+    assert summary[["rank", "experiment", "epoch"]].values.tolist() == [[1, "a", 1], [1, "a", 2], [2, "b", 1], [2, "b", 2]]
+    row = summary.set_index(["experiment", "epoch"]).loc[("b", 2)]
+    assert (row["seeds"], row["lr"]) == (2, 2e-3)
+    assert (row["fid_mean"], row["fid_std"]) == pytest.approx((22.0, math.sqrt(8.0)))  # (20, 24): sample std
+    assert (row["final_loss_mean"], row["final_loss_std"]) == pytest.approx((0.65, math.sqrt(0.005)))
+    assert (row["train_seconds"], row["images_per_second"]) == pytest.approx(((6.0 + 12.0) / 2, (4.0 + 2.0) / 2))
+
+
+def test_one_seed_has_no_spread_and_no_test():
+    one_seed = metrics()[metrics()["seed"] == 0]
+    summary = summarize(losses()[losses()["seed"] == 0], one_seed)
+    assert (summary["seeds"] == 1).all() and summary["fid_std"].isna().all()
+    lead = best_lead(one_seed)
+    assert (lead.best, lead.second, lead.p_value) == ("a", "b", None)
+    assert lead.sentence().endswith("needs >= 2 seeds.")
+
+
+def welch_t(a, b) -> float:
+    """Welch's t statistic written out: the difference of means over sqrt(s_a^2 / n_a + s_b^2 / n_b)."""
+    return (np.mean(a) - np.mean(b)) / math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+
+
+def test_welch_test_of_the_best_against_the_second():
+    lead = best_lead(metrics())
+    assert (lead.epoch, lead.best, lead.second) == (2, "a", "b")
+    assert lead.t_statistic == pytest.approx(welch_t([10, 12], [20, 24]))
+    assert 0 < lead.p_value < 1
+    assert "does not exceed the seed-to-seed spread" in lead.sentence()  # 2 seeds each: far from significant
+
+    many = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": base + 0.1 * s}
+                         for e, base in (("x", 10.0), ("y", 20.0), ("z", 30.0)) for s in range(5)])
+    lead = best_lead(many)
+    assert (lead.best, lead.second) == ("x", "y") and lead.p_value < 1e-6
+    assert "exceeds the seed-to-seed spread" in lead.sentence() and "does not" not in lead.sentence()
+
+
+def test_no_test_without_spread_or_without_a_second_experiment():
+    constant = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": 5.0} for e in "xy" for s in range(3)])
+    assert "undefined" in best_lead(constant).sentence()
+    assert best_lead(constant[constant["experiment"] == "x"]) is None
+
+
+def test_summary_files_hold_the_table_and_the_verdict(tmp_path):
+    losses().to_csv(tmp_path / "losses.csv", index=False)
+    metrics().to_csv(tmp_path / "metrics.csv", index=False)
+    summary = write_summary(tmp_path / "losses.csv", tmp_path / "metrics.csv", {}, tmp_path / "summary.csv",
+                            tmp_path / "summary.html")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "summary.csv"), summary)
+    page = (tmp_path / "summary.html").read_text()
+    assert "<table" in page and "Welch" in page and page.count("<tr") == 1 + len(summary)
+    assert "nothing to compare" in summary_html(summary, None)
