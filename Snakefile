@@ -24,6 +24,7 @@ from ddpm.config import (
     check_evaluation,
     check_gpus,
     check_sampling,
+    check_tensorboard,
     expand_runs,
     experiment_labels,
     experiment_runs,
@@ -55,6 +56,7 @@ EXPERIMENT_RUNS = experiment_runs(RUNS)
 EXPERIMENTS = {name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()}
 SWEEP = config.get("sweep") or {}
 check_sampling(config["sampling"], EXPERIMENTS)
+check_tensorboard(config["tensorboard"])
 DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 LABELS = experiment_labels(EXPERIMENTS)

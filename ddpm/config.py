@@ -222,6 +222,15 @@ def sample_settings(sampling: dict) -> dict:
     return {key: sampling[key] for key in sorted(changes_samples)}
 
 
+def check_tensorboard(enabled: bool) -> None:
+    """`tensorboard: true` needs the tensorboard package, which is an optional extra."""
+    import importlib.util
+
+    if enabled and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError('tensorboard: true needs the tensorboard package: pip install -e ".[tensorboard]" '
+                         "(or set tensorboard: false)")
+
+
 def check_gpus(gpus: dict[str, int], available: int | None) -> None:
     """Refuse an experiment whose training job asks for more GPUs than the run may use (`--resources gpu=N`):
     Snakemake would shrink the request to N while torchrun still started one process per configured GPU."""

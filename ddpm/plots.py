@@ -65,6 +65,17 @@ def _legend_below(axes) -> None:
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
 
 
+def add_grid_to_tensorboard(images: np.ndarray, tensorboard_dir: str | Path, epoch: int) -> None:
+    """uint8 images (N, C, H, W) as one grid image `samples` at step `epoch` of the run's TensorBoard files."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+    from torchvision.utils import make_grid
+
+    images = torch.as_tensor(images)
+    grid = make_grid(images, nrow=max(1, int(np.ceil(np.sqrt(len(images))))), padding=1, pad_value=255)
+    with SummaryWriter(str(tensorboard_dir)) as writer:
+        writer.add_image("samples", grid, global_step=epoch)
+
 def smooth(values: pd.Series, window: int) -> pd.Series:
     """A centred rolling mean, so curves of noisy per-step losses can be compared."""
     return values.rolling(window, min_periods=1, center=True).mean()

@@ -292,9 +292,10 @@ class LogWindow:
     and one host sync that also tell whether any rank was asked to stop, a CSV row and the progress bar."""
 
     def __init__(self, device: torch.device, loss_log: LossLog | None, batch_size: int, step: int, total_steps: int,
-                 elapsed: float):
+                 elapsed: float, tensorboard=None):
         self.loss_sum = torch.zeros((), device=device)
         self.loss_log, self.batch_size, self.elapsed = loss_log, batch_size, elapsed
+        self.tensorboard = tensorboard  # a SummaryWriter that gets each row too, or None
         self.progress = tqdm(total=total_steps, initial=step, disable=loss_log is None, unit="step", dynamic_ncols=True)
         self.restart()
 
@@ -325,6 +326,9 @@ class LogWindow:
             self.loss_log.append(step, epoch, repr(mean_loss), repr(lr), f"{images_per_second:.1f}", f"{self.elapsed:.3f}")
             self.progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}", epoch=epoch)
             self.progress.update(self.steps)
+        if self.tensorboard is not None:
+            for name, value in (("loss", mean_loss), ("lr", lr), ("images_per_second", images_per_second)):
+                self.tensorboard.add_scalar(name, value, step)
 
 
 class RunFiles:
@@ -412,12 +416,15 @@ def train(
     run_dir: str | Path,
     state_dir: str | Path,
     log=print,
+    tensorboard_dir: str | Path | None = None,
 ) -> DiffusionModel:
     """Train on uint8 `images` (N, C, H, W); returns the model, holding the EMA weights if kept.
 
     Progress lives in `state_dir` until the end (see RunFiles), when run_dir/losses.csv and
     run_dir/checkpoints/epoch_<E>.pt are published. SIGTERM or SIGUSR1 during training raises
-    TrainingInterrupted at the next loss row, after a resume state of that step is saved.
+    TrainingInterrupted at the next loss row, after a resume state of that step is saved. With
+    `tensorboard_dir`, every loss row also goes to TensorBoard event files there (rows after the resumed step
+    are purged, so a resumed run shows one curve).
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.device)
@@ -429,10 +436,12 @@ def train(
     step, elapsed = files.resume(parts, log)
     if step:
         log(f"resumed from step {step} (epoch {step // steps_per_epoch + 1}, {elapsed:.1f} s of training done)")
-    window = LogWindow(device, files.loss_log, config.batch_size, step, total_steps, elapsed)
+    tensorboard = _tensorboard_writer(tensorboard_dir, step) if tensorboard_dir is not None and rank == 0 else None
+    window = LogWindow(device, files.loss_log, config.batch_size, step, total_steps, elapsed, tensorboard)
     signals = []
     parts.model.train()
-    with contextlib.closing(files), window.progress, signals_handled(signals.append):
+    with (contextlib.closing(files), window.progress, signals_handled(signals.append),
+          tensorboard if tensorboard is not None else contextlib.nullcontext()):
         while step < total_steps:
             loss, lr = training_step(parts, batches(step), config.grad_clip)
             step += 1
@@ -459,6 +468,13 @@ def train(
     return parts.model
 
 
+def _tensorboard_writer(tensorboard_dir: str | Path, step: int):
+    """torch.utils.tensorboard's SummaryWriter, dropping any events after `step` that a stopped run left."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(tensorboard_dir), purge_step=step or None)
+
+
 def _steps_per_epoch(config: TrainConfig, num_images: int, world: int) -> int:
     if config.batch_size % world:
         raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of processes ({world})")
@@ -482,15 +498,16 @@ def _interrupted_message(signals: list[int], step: int, epoch: int, state_dir: P
 
 
 def training_command(config_file: str | Path, data_dir: str | Path, run_dir: str | Path, state_dir: str | Path,
-                     processes: int = 1) -> list[str]:
+                     processes: int = 1, tensorboard_dir: str | Path | None = None) -> list[str]:
     """`python -m ddpm.training ...`, under torchrun (with TORCHRUN_OPTIONS) when it runs in several processes."""
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *TORCHRUN_OPTIONS]
-    return [*launcher, "-m", "ddpm.training", *_arguments(config_file, data_dir, run_dir, state_dir)]
+    return [*launcher, "-m", "ddpm.training", *_arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir)]
 
 
-def run_experiment(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, state_dir: str | Path) -> None:
+def run_experiment(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, state_dir: str | Path,
+                   tensorboard_dir: str | Path | None = None) -> None:
     """Train one experiment: in this process, or with `config.gpus` processes under torchrun (DDP), whose
     output is copied into this process's sys.stdout (the job log). run_dir/train_config.json, which the
     processes read, is removed however training ends."""
@@ -498,15 +515,16 @@ def run_experiment(config: TrainConfig, data_dir: str | Path, run_dir: str | Pat
     config_file = atomic_write(run_dir / "train_config.json", lambda f: f.write(json.dumps(config.to_dict()).encode()))
     try:
         if config.gpus > 1:
-            _run_copying_output(training_command(config_file, data_dir, run_dir, state_dir, config.gpus))
+            _run_copying_output(training_command(config_file, data_dir, run_dir, state_dir, config.gpus, tensorboard_dir))
         else:
-            main(_arguments(config_file, data_dir, run_dir, state_dir))
+            main(_arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir))
     finally:
         config_file.unlink(missing_ok=True)
 
 
-def _arguments(config_file, data_dir, run_dir, state_dir) -> list[str]:
-    return ["--config", str(config_file), "--data", str(data_dir), "--run-dir", str(run_dir), "--state-dir", str(state_dir)]
+def _arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir=None) -> list[str]:
+    arguments = ["--config", str(config_file), "--data", str(data_dir), "--run-dir", str(run_dir), "--state-dir", str(state_dir)]
+    return arguments + (["--tensorboard-dir", str(tensorboard_dir)] if tensorboard_dir is not None else [])
 
 
 def _run_copying_output(command: list[str]) -> None:
@@ -530,11 +548,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="a prepared dataset folder (ddpm.data.prepare_dataset)")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--tensorboard-dir", help="write TensorBoard event files of the loss rows there")
     args = parser.parse_args(argv)
     config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
     init_distributed()
     try:
-        train(config, load_dataset(args.data)[0], args.run_dir, args.state_dir, log=lambda m: print(m, flush=True))
+        train(config, load_dataset(args.data)[0], args.run_dir, args.state_dir, log=lambda m: print(m, flush=True),
+              tensorboard_dir=args.tensorboard_dir)
     except TrainingInterrupted as interrupted:
         print(interrupted, file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None

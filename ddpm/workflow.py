@@ -69,3 +69,9 @@ def write_resolved_config(path: str | Path, experiment: str, dataset: dict, conf
     """What one experiment actually ran with: its name, the dataset and every TrainConfig field."""
     resolved = {"experiment": experiment, "dataset": dataset, "train": config.to_dict()}
     atomic_write(path, lambda f: f.write(yaml.safe_dump(resolved, sort_keys=False).encode()))
+
+
+def tensorboard_dir(job) -> str | None:
+    """results/tensorboard/<run> when the config says `tensorboard: true`, else None. Read from the config, not
+    from params, so switching TensorBoard on or off reruns no job."""
+    return f"results/tensorboard/{job.wildcards.run}" if job.config.get("tensorboard") else None

@@ -6,12 +6,13 @@ import torch
 
 from ddpm.config import TrainConfig
 from ddpm.training import run_experiment
-from ddpm.workflow import logged_to, print_environment, write_resolved_config
+from ddpm.workflow import logged_to, print_environment, tensorboard_dir, write_resolved_config
 
 with logged_to(snakemake.log[0]):
     print_environment()
     torch.set_num_threads(snakemake.threads)
     config = TrainConfig.from_dict(snakemake.params.config)
     run_dir = Path(snakemake.output.losses).parent
-    run_experiment(config, Path(snakemake.input.images).parent, run_dir, snakemake.params.state_dir)
+    run_experiment(config, Path(snakemake.input.images).parent, run_dir, snakemake.params.state_dir,
+                   tensorboard_dir=tensorboard_dir(snakemake))
     write_resolved_config(snakemake.output.config, snakemake.params.experiment, snakemake.params.dataset, config)

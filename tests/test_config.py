@@ -324,3 +324,16 @@ def test_schema_checks_the_shape_of_seeds_and_sweep(change, message):
     with pytest.raises(WorkflowError, match=re.escape(message)):
         validate(tiny(**change), SCHEMA)
     validate(tiny(seeds=[0, 1], sweep={"lr": [1e-4, 2e-4], "batch_size": [64]}), SCHEMA)
+
+
+def test_tensorboard_without_the_package_is_refused(monkeypatch):
+    import importlib.util
+
+    from ddpm.config import check_tensorboard
+
+    check_tensorboard(True)  # installed with the test extra
+    check_tensorboard(False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r'tensorboard: true needs the tensorboard package: pip install -e "\.\[tensorboard\]"'):
+        check_tensorboard(True)
+    check_tensorboard(False)

@@ -156,3 +156,16 @@ def test_sweep_plot_has_a_panel_a_field_and_a_line_per_other_setting(close_figur
     assert len([line for line in batch_axes.get_lines() if not line.get_label().startswith("_")]) == 3
     line = next(line for line in lr_axes.get_lines() if line.get_label() == "base (batch_size=128)")
     np.testing.assert_allclose(line.get_ydata(), [10.0 + 1 + 2, 10.0 + 3 + 2, 10.0 + 5 + 2])  # the last epoch's means
+
+
+def test_grid_goes_to_tensorboard_at_its_epoch(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ddpm.plots import add_grid_to_tensorboard
+
+    images = np.random.default_rng(0).integers(0, 256, (9, 1, 8, 8), dtype=np.uint8)
+    add_grid_to_tensorboard(images, tmp_path, epoch=7)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (image,) = events.Images("samples")
+    assert (image.step, image.width, image.height) == (7, 3 * 9 + 1, 3 * 9 + 1)  # 3x3 grid of 8x8, 1-pixel padding

@@ -272,3 +272,18 @@ def test_ema_warms_up_then_keeps_its_decay():
         d = min(decay, (1 + n) / (10 + n))
         expected = w.clone() if n == 0 else d * expected + (1 - d) * w
         torch.testing.assert_close(ema.module[0].detach().double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_tensorboard_gets_every_loss_row(digits, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny(epochs=1, log_every=2, checkpoint_epochs=[1])
+    train(config, digits, tmp_path / "run", tmp_path / "state", log=lambda message: None,
+          tensorboard_dir=tmp_path / "tensorboard")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    rows = read_csv(tmp_path / "run" / "losses.csv", ("step", "loss", "lr"))
+    assert [e.step for e in events.Scalars("loss")] == [int(step) for step, _, _ in rows]
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([float(loss) for _, loss, _ in rows])
+    assert [e.value for e in events.Scalars("lr")] == pytest.approx([float(lr) for _, _, lr in rows])
+    assert len(events.Scalars("images_per_second")) == len(rows)

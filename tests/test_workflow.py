@@ -52,6 +52,12 @@ def test_second_run_does_nothing(run):
     assert "Nothing to be done" in result.output
 
 
+def test_switching_tensorboard_on_reruns_nothing(run):
+    result = snakemake(run, "--dry-run", "--config", "tensorboard=true")
+    assert result.returncode == 0, result.output
+    assert "Nothing to be done" in result.output
+
+
 def test_report_is_built(run):
     result = snakemake(run, "--report", "results/report.html")
     assert result.returncode == 0, result.output
