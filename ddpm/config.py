@@ -26,6 +26,7 @@ ARCHITECTURES = ("course", "ddpm")
 SCHEDULES = ("linear", "cosine")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # fields that change how a run is executed or saved, never what it computes
+DDPM_UNET_FIELDS = ("channel_mult", "num_res_blocks", "attention_resolutions", "dropout")  # architecture ddpm only
 EXECUTION_ONLY = ("state_every", "keep_states", "gpus")
 # what the workflow keeps in results/ beside the run folders: no run may take one of these names
 RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
@@ -351,11 +352,13 @@ def differing_fields(configs: dict[str, TrainConfig]) -> list[str]:
 
 
 def experiment_labels(configs: dict[str, TrainConfig]) -> dict[str, str]:
-    """'name (lr=0.002, optimizer=adam)': each experiment's name and the values that set it apart."""
+    """'name (lr=0.002, optimizer=adam)': each experiment's name and the values that set it apart (the paper
+    UNet's fields only for experiments that use it)."""
     differing = differing_fields(configs)
     labels = {}
     for name, config in configs.items():
-        values = ", ".join(f"{k}={getattr(config, k)}" for k in differing)
+        shown = [k for k in differing if config.architecture == "ddpm" or k not in DDPM_UNET_FIELDS]
+        values = ", ".join(f"{k}={getattr(config, k)}" for k in shown)
         labels[name] = f"{name} ({values})" if values else name
     return labels
 

@@ -337,3 +337,15 @@ def test_tensorboard_without_the_package_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r'tensorboard: true needs the tensorboard package: pip install -e "\.\[tensorboard\]"'):
         check_tensorboard(True)
     check_tensorboard(False)
+
+
+def test_labels_show_the_paper_unets_fields_only_where_they_apply():
+    from ddpm.config import experiment_labels
+
+    configs = experiment_configs(workflow_config(experiments={
+        "course": {}, "ddpm": {"architecture": "ddpm", "hidden_size": 32, "channel_mult": [1, 2],
+                               "attention_resolutions": [4], "dropout": 0.0}}), DIGITS)
+    labels = experiment_labels(configs)
+    assert labels["course"] == "course (architecture=course, hidden_size=128)"
+    assert labels["ddpm"] == ("ddpm (architecture=ddpm, hidden_size=32, channel_mult=[1, 2], "
+                              "attention_resolutions=[4], dropout=0.0)")
