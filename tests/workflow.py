@@ -1,4 +1,4 @@
-"""Running the real `snakemake` and `python -m ddpm.training` as processes of their own, in temporary folders."""
+"""Running the real `snakemake` as a process of its own, in temporary folders."""
 
 import os
 import subprocess
@@ -57,12 +57,3 @@ def snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path
     """`snakemake` in `workdir` with the tiny config (or `config`, or `configfile`), run to the end (see
     `start_snakemake`)."""
     return finish(start_snakemake(workdir, *args, config=config, configfile=configfile), timeout)
-
-
-def training_command(config_file: Path, data: Path, run_dir: Path, state_dir: Path, processes: int = 1) -> list[str]:
-    """`python -m ddpm.training` on prepared data, under torchrun when it runs in several processes."""
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    return [*launcher, "-m", "ddpm.training", "--config", str(config_file), "--data", str(data), "--run-dir", str(run_dir),
-            "--state-dir", str(state_dir)]
