@@ -8,7 +8,8 @@ import pytest
 from tests.workflow import TINY as TINY_CONFIG  # the tiny workflow config
 
 TINY_ARGS = ["--config", str(TINY_CONFIG), "--experiment", "lr_high", "--budgets", "1.5", "--num-samples", "24",
-        "--classifier-epochs", "1", "--peer-width", "8", "--peer-layers", "1", "--peer-ddim-steps", "4", "--threads", "1"]
+        "--classifier-epochs", "1", "--peer-width", "8", "--peer-layers", "1", "--peer-ddim-steps", "4",
+        "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
