@@ -26,7 +26,10 @@ For each budget B (seconds of training), in order, alternating so that load on a
    throwaway steps (not counted). As many images are drawn with DDIMScheduler, 50 steps, eta 0, from the EMA
    weights (diffusers' DDIMPipeline).
 
-Both sides run at `torch.set_num_threads(--threads)`. Scores are the project's classifier FID (ddpm.metrics: a
+A budget counts wall seconds (`--clock wall`, the default: the loss CSV's `elapsed_seconds`), or, with `--clock
+cpu`, the CPU seconds of this process (for the project, of its whole train() call), which keeps the two sides
+even on a machine that other jobs share; both are recorded either way. Both sides run at
+`torch.set_num_threads(--threads)`. Scores are the project's classifier FID (ddpm.metrics: a
 small CNN trained once per run on the digits' labels, with `--seed`; 128-d features) of the samples against
 all 1,797 digits. The target is project FID <= 0.6 x peer FID at every budget.
 
@@ -64,6 +67,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "schema.yaml"
 TARGET_RATIO = 0.6  # project FID <= TARGET_RATIO x peer FID
 PEER_CALIBRATION_STEPS = 8  # timed peer steps (after one warm-up step) that size the cosine schedule
+# the clock that budgets training: wall seconds (the loss CSV's elapsed_seconds) or this process's CPU seconds
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+BUDGET_KEY = {"wall": "train_seconds", "cpu": "train_cpu_seconds"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--experiment", help="experiment of the config (default: the first)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 180.0], help="training seconds per side")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for both sides")
+    parser.add_argument("--clock", default="wall", choices=tuple(CLOCKS),
+                        help="what a budget counts: wall seconds, or CPU seconds of this process (fairer on a busy "
+                             "machine)")
     parser.add_argument("--num-samples", type=int, default=1000, help="images each side draws for FID")
     parser.add_argument("--seed", type=int, default=0, help="seeds the peer and the FID classifier")
     parser.add_argument("--classifier-epochs", type=int, default=10, help="FID classifier epochs (the workflow's 10)")
@@ -153,19 +162,19 @@ def train_project(config: TrainConfig, images: torch.Tensor, work_dir: Path) -> 
 
 
 def run_project(config: TrainConfig, sampling: dict, images: torch.Tensor, budget: float, num_samples: int,
-                fid: ClassifierFID) -> dict:
-    """Calibrate the epoch time with a one-epoch run, train for about `budget` seconds, sample, score."""
+                fid: ClassifierFID, clock: str) -> dict:
+    """Calibrate the epoch time with a one-epoch run, train for about `budget` seconds of `clock`, sample, score."""
     with tempfile.TemporaryDirectory() as tmp:
         _, calibration = train_project(dataclasses.replace(config, epochs=1, checkpoint_epochs=[]), images,
                                        Path(tmp) / "calibration")
-        epochs = max(1, round(budget / calibration["train_seconds"]))
+        epochs = max(1, round(budget / calibration[BUDGET_KEY[clock]]))
         model, result = train_project(dataclasses.replace(config, epochs=epochs, checkpoint_epochs=[]), images,
                                       Path(tmp) / "budget")
     steps = sampling["ddim_steps"] if sampling["sampler"] == "ddim" else None
     start = time.perf_counter()
     samples = generate(model.eval(), num_samples, steps, sampling["seed"], sampling["batch_size"], "cpu")
     result["sample_seconds"] = time.perf_counter() - start
-    result["calibration_epoch_seconds"] = calibration["train_seconds"]
+    result["calibration_epoch_seconds"] = calibration[BUDGET_KEY[clock]]
     result["fid"] = fid(samples)
     return result
 
@@ -231,14 +240,14 @@ class PeerTrainer:
 
 
 def peer_step_seconds(unet, images: torch.Tensor, args) -> float:
-    """Median seconds of one peer step, on a throwaway copy of the model (the calibration)."""
+    """Median seconds (of --clock) of one peer step, on a throwaway copy of the model (the calibration)."""
     trainer = PeerTrainer(copy.deepcopy(unet), images, args, num_training_steps=PEER_CALIBRATION_STEPS + 1)
     trainer.step()  # warm-up
-    seconds = []
+    clock, seconds = CLOCKS[args.clock], []
     for _ in range(PEER_CALIBRATION_STEPS):
-        start = time.perf_counter()
+        start = clock()
         trainer.step()
-        seconds.append(time.perf_counter() - start)
+        seconds.append(clock() - start)
     return statistics.median(seconds)
 
 
@@ -259,21 +268,22 @@ def sample_peer(unet, noise_scheduler, num_samples: int, batch_size: int, ddim_s
 
 
 def run_peer(images: torch.Tensor, seconds: float, sampling: dict, args, fid: ClassifierFID) -> dict:
-    """Train the peer for `seconds` (stopping within half a step of them), sample from its EMA, score."""
+    """Train the peer for `seconds` of --clock (stopping within half a step of them), sample from its EMA, score."""
     torch.manual_seed(args.seed)
     unet = peer_unet(args.peer_width, args.peer_layers, images.shape[1], images.shape[-1])
     step_seconds = peer_step_seconds(unet, images, args)
     torch.manual_seed(args.seed + 1)  # the same noise however long the calibration ran
     trainer = PeerTrainer(unet, images, args, num_training_steps=max(1, round(seconds / step_seconds)))
     unet.train()
-    cpu_start, start = time.process_time(), time.perf_counter()
-    elapsed, loss = 0.0, None
+    clock, loss = CLOCKS[args.clock], None
+    start = {name: timer() for name, timer in CLOCKS.items()}
+    elapsed = 0.0
     while elapsed + 0.5 * (elapsed / trainer.steps if trainer.steps else 0.0) < seconds:
         loss = trainer.step()
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start[args.clock]
     result = {"steps": trainer.steps, "planned_steps": trainer.num_training_steps,
-              "calibration_step_seconds": step_seconds,
-              "train_seconds": elapsed, "train_cpu_seconds": time.process_time() - cpu_start, "final_loss": loss.item()}
+              "calibration_step_seconds": step_seconds, "train_seconds": time.perf_counter() - start["wall"],
+              "train_cpu_seconds": time.process_time() - start["cpu"], "final_loss": loss.item()}
     trainer.ema.copy_to(unet.parameters())
     start = time.perf_counter()
     samples = sample_peer(unet, trainer.noise_scheduler, args.num_samples, sampling["batch_size"], args.peer_ddim_steps,
@@ -305,15 +315,17 @@ def print_table(results: dict) -> None:
     print(f"project: {results['recipe']['experiment']} ({params['project']:,} parameters); "
           f"peer: diffusers UNet2DModel ({params['peer']:,} parameters); classifier FID, "
           f"{results['num_samples']} samples vs {results['classifier']['num_reference']} images")
-    header = ("budget s", "project FID", "peer FID", "ratio", "train s (proj/peer)", "sample s (proj/peer)",
-              "steps (proj/peer)")
-    print(f"{header[0]:>8}{header[1]:>13}{header[2]:>10}{header[3]:>8}{header[4]:>22}{header[5]:>22}{header[6]:>19}")
+    print(f"budgets in {results['clock']} seconds of training; each pair is project / peer")
+    columns = (("budget s", 9), ("project FID", 13), ("peer FID", 10), ("ratio", 7), ("train wall s", 17),
+               ("train CPU s", 17), ("sample wall s", 17), ("steps", 13))
+    print("".join(f"{name:>{width}}" for name, width in columns))
     for row in results["budgets"]:
         project, peer = row["project"], row["peer"]
-        print(f"{fmt(row['budget_seconds']):>8}{fmt(project['fid']):>13}{fmt(peer['fid']):>10}{fmt(row['ratio']):>8}"
-              f"{fmt(project['train_seconds']) + ' / ' + fmt(peer['train_seconds']):>22}"
-              f"{fmt(project['sample_seconds']) + ' / ' + fmt(peer['sample_seconds']):>22}"
-              f"{str(project['steps']) + ' / ' + str(peer['steps']):>19}")
+        pairs = [f"{fmt(project[key])} / {fmt(peer[key])}"
+                 for key in ("train_seconds", "train_cpu_seconds", "sample_seconds")]
+        cells = [fmt(row["budget_seconds"]), fmt(project["fid"]), fmt(peer["fid"]), fmt(row["ratio"]), *pairs,
+                 f"{project['steps']} / {peer['steps']}"]
+        print("".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns)))
     verdict = "met" if results["target_met"] else "NOT met"
     print(f"target project FID <= {TARGET_RATIO} x peer FID at every budget: {verdict}")
 
@@ -334,8 +346,8 @@ def main(argv=None) -> dict:
     rows = []
     for budget in args.budgets:
         load = [round(x, 2) for x in os.getloadavg()]
-        project = run_project(config, sampling, images, budget, args.num_samples, fid)
-        peer = run_peer(images, project["train_seconds"], sampling, args, fid)
+        project = run_project(config, sampling, images, budget, args.num_samples, fid, args.clock)
+        peer = run_peer(images, project[BUDGET_KEY[args.clock]], sampling, args, fid)
         rows.append({"budget_seconds": budget, "load_average_start": load, "project": project, "peer": peer,
                      "ratio": project["fid"] / peer["fid"]})
         print(f"budget {budget:g} s: project FID {project['fid']:.2f}, peer FID {peer['fid']:.2f}", flush=True)
@@ -348,6 +360,7 @@ def main(argv=None) -> dict:
                    "load_average_start": [round(x, 2) for x in load_start],
                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "args": vars(args),
+        "clock": args.clock,
         "recipe": {"experiment": experiment, "train_config": config.to_dict(), "sampling": sampling},
         "peer_recipe": peer_recipe(args, peer),
         "parameters": {"project": project_parameters, "peer": sum(p.numel() for p in peer.parameters())},

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from ddpm.data import load_dataset, prepare_dataset
 from tests.workflow import TINY as TINY_CONFIG  # the tiny workflow config
 
 TINY_ARGS = ["--config", str(TINY_CONFIG), "--experiment", "lr_high", "--budgets", "1.5", "--num-samples", "24",
@@ -43,8 +44,17 @@ def test_quality_writes_json_with_every_number(quality, tmp_path):
     assert results["target_met"] == (row["ratio"] <= results["target_ratio"])
     # the peer's time-bounded loop aims within half a step of the project's measured seconds; the tolerance
     # leaves room for a step slowed down on a loaded machine
-    project_seconds, peer = row["project"]["train_seconds"], row["peer"]
-    assert peer["train_seconds"] == pytest.approx(project_seconds, rel=0.25)
+    assert results["clock"] == "wall"
+    assert row["peer"]["train_seconds"] == pytest.approx(row["project"]["train_seconds"], rel=0.25)
+
+
+def test_peer_trains_for_the_given_cpu_seconds(quality, tmp_path):
+    prepare_dataset("digits", tmp_path)
+    images, _ = load_dataset(tmp_path)
+    args = quality.parse_args(TINY_ARGS + ["--clock", "cpu"])
+    result = quality.run_peer(images, 1.0, {"batch_size": 24}, args, fid=lambda samples: float(len(samples)))
+    assert result["train_cpu_seconds"] == pytest.approx(1.0, rel=0.25)
+    assert result["fid"] == 24  # the number of samples it drew
 
 
 def test_unknown_experiment_is_refused_with_the_allowed_names(quality):
