@@ -1,6 +1,6 @@
 """Quality per CPU-second: the project's recipe against a stock diffusers DDPM on 8x8 digits, in one run.
 
-    python -m benchmarks.quality --experiment lr_2e-3 --budgets 60 180 --threads 1     # about 15 minutes
+    python -m benchmarks.quality --experiment lr_2e-3 --budgets 60 180 --threads 1     # ~15 min on an idle core
     python -m benchmarks.quality --config my.yaml --experiment big --budgets 300 --out results/quality.json
 
 (from the repository root; needs the `bench` extra: diffusers.)
@@ -223,6 +223,7 @@ class PeerTrainer:
         return self.data[index]
 
     def step(self) -> torch.Tensor:
+        """Noise at t ~ U{0..999}, epsilon MSE, clip to norm 1, AdamW, the lr schedule, EMA; returns the loss."""
         clean = self.next_batch()
         noise = torch.randn(clean.shape)
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (clean.shape[0],)).long()
