@@ -1,0 +1,381 @@
+"""Quality per CPU-second: the project's recipe against a stock diffusers DDPM on 8x8 digits, in one run.
+
+    python -m benchmarks.quality --experiment lr_2e-3 --budgets 60 180 --threads 1     # ~15 min on an idle core
+    python -m benchmarks.quality --config my.yaml --experiment big --budgets 300 --out results/quality.json
+
+(from the repository root; needs the `bench` extra: diffusers.)
+
+For each budget B (seconds of training), in order, alternating so that load on a shared machine hits both alike:
+
+1. Project: the recipe is the config's `defaults` plus the experiment's overrides, resolved as the workflow
+   resolves them (schema defaults, then ddpm.config.experiment_configs), on the CPU. One epoch of it is timed
+   first (calibration, not counted); then `ddpm.training.train` runs from scratch for round(B / that) epochs,
+   and its training seconds are the loss CSV's last `elapsed_seconds` (saving excluded). `--num-samples` images are
+   then drawn with `ddpm.sampling.generate` from the EMA weights, with the config's `sampling` sampler, steps,
+   batch size and seed.
+2. Peer: the recipe of diffusers' examples/unconditional_image_generation/train_unconditional.py at 8x8x1: a
+   UNet2DModel with block_out_channels (w, 2w, 2w), `--peer-layers` ResNet layers per block and self-attention
+   at 4x4 (the example puts it at its second-deepest level), DDPMScheduler(1000 steps, linear betas), epsilon
+   MSE, AdamW(betas (0.95, 0.999), weight decay 1e-6), a cosine learning rate with warmup from
+   diffusers.optimization.get_scheduler (lr 8e-3 and 50 warmup steps rather than the example's 1e-4 and 500, which
+   leave the model untrained in the few hundred steps a CPU minute allows; 8e-3 had the best FID at 450 steps and
+   close to the best at 150 among 1e-4..3.2e-2), gradient clipping at 1.0, EMAModel with the example's warmup
+   (inv_gamma 1, power 3/4, max decay 0.9999), batch 64 in a fresh random order every epoch. It trains for
+   exactly the project's measured seconds: a time-bounded loop that stops within half a step of them. The
+   cosine schedule's length is the step count those seconds allow at the peer's speed, timed first over a few
+   throwaway steps (not counted). As many images are drawn with DDIMScheduler, 50 steps, eta 0, from the EMA
+   weights (diffusers' DDIMPipeline).
+
+A budget counts wall seconds (`--clock wall`, the default: the loss CSV's `elapsed_seconds`), or, with `--clock
+cpu`, the CPU seconds of this process (for the project, of its whole train() call), which keeps the two sides
+even on a machine that other jobs share; both are recorded either way. Both sides run at
+`torch.set_num_threads(--threads)`. Scores are the project's classifier FID (ddpm.metrics: a
+small CNN trained once per run on the digits' labels, with `--seed`; 128-d features) of the samples against
+all 1,797 digits. The target is project FID <= 0.6 x peer FID at every budget.
+
+Seeds: the project uses its recipe's `seed` and the config's `sampling.seed`, as the workflow would; `--seed`
+seeds the peer (weights, noise, order, sampling) and the classifier. Training to a time bound is not
+bit-reproducible (the step count follows the machine's speed), but reruns start from the same state.
+"""
+
+import argparse
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from benchmarks.bench import device_name, fmt
+from ddpm.config import TrainConfig, experiment_configs
+from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
+from ddpm.files import atomic_write
+from ddpm.metrics import (extract_features, feature_statistics, frechet_distance, load_extractor,
+                          reference_statistics, train_classifier)
+from ddpm.sampling import generate
+from ddpm.training import build_model, train
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "config" / "schema.yaml"
+TARGET_RATIO = 0.6  # project FID <= TARGET_RATIO x peer FID
+PEER_CALIBRATION_STEPS = 8  # timed peer steps (after one warm-up step) that size the cosine schedule
+# the clock that budgets training: wall seconds (the loss CSV's elapsed_seconds) or this process's CPU seconds
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+BUDGET_KEY = {"wall": "train_seconds", "cpu": "train_cpu_seconds"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "config" / "config.yaml"), help="the workflow config")
+    parser.add_argument("--experiment", help="experiment of the config (default: the first)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 180.0], help="training seconds per side")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for both sides")
+    parser.add_argument("--clock", default="wall", choices=tuple(CLOCKS),
+                        help="what a budget counts: wall seconds, or CPU seconds of this process (fairer on a busy "
+                             "machine)")
+    parser.add_argument("--num-samples", type=int, default=1000, help="images each side draws for FID")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the peer and the FID classifier")
+    parser.add_argument("--classifier-epochs", type=int, default=10, help="FID classifier epochs (the workflow's 10)")
+    parser.add_argument("--peer-width", type=int, default=20, help="UNet2DModel block_out_channels (w, 2w, 2w)")
+    parser.add_argument("--peer-layers", type=int, default=2, help="UNet2DModel layers_per_block (the example's 2)")
+    parser.add_argument("--peer-lr", type=float, default=8e-3, help="peer AdamW learning rate (the example: 1e-4)")
+    parser.add_argument("--peer-warmup-steps", type=int, default=50, help="peer lr warmup (the example: 500)")
+    parser.add_argument("--peer-batch-size", type=int, default=64)
+    parser.add_argument("--peer-ddim-steps", type=int, default=50)
+    parser.add_argument("--out", default="benchmarks/results/quality.json", help="where the JSON goes")
+    args = parser.parse_args(argv)
+    if min(args.budgets) <= 0:
+        parser.error(f"--budgets must be > 0 seconds, got {args.budgets}")
+    for name in ("threads", "classifier_epochs", "peer_layers", "peer_batch_size", "peer_ddim_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.num_samples < 2:
+        parser.error(f"--num-samples must be >= 2 (FID needs a covariance), got {args.num_samples}")
+    if args.peer_width < 8 or args.peer_width % 4:
+        parser.error(f"--peer-width must be a multiple of 4 and >= 8 (GroupNorm, 8-channel attention heads), "
+                     f"got {args.peer_width}")
+    if args.peer_warmup_steps < 0 or not args.peer_lr > 0:
+        parser.error("--peer-warmup-steps must be >= 0 and --peer-lr > 0")
+    return args
+
+
+def load_recipe(config_path: str | Path, experiment: str | None) -> tuple[str, TrainConfig, dict]:
+    """(experiment name, its TrainConfig on the CPU, the sampling section), resolved as the Snakefile does:
+    the schema's defaults filled in by Snakemake's validate(), then ddpm.config.experiment_configs."""
+    from snakemake.utils import validate
+
+    with open(config_path) as f:
+        workflow_config = yaml.safe_load(f)
+    validate(workflow_config, str(SCHEMA))
+    if workflow_config["dataset"]["name"] != "digits":
+        raise ValueError(f"{config_path}: dataset.name must be 'digits' for this benchmark, "
+                         f"got {workflow_config['dataset']['name']!r}")
+    configs = experiment_configs(workflow_config)
+    name = experiment if experiment is not None else next(iter(configs))
+    if name not in configs:
+        raise ValueError(f"--experiment must be one of {list(configs)} (the experiments of {config_path}), "
+                         f"got {name!r}")
+    return name, dataclasses.replace(configs[name], device="cpu"), workflow_config["sampling"]
+
+
+# ---------------------------------------------------------------- FID
+
+
+class ClassifierFID:
+    """The project's classifier FID against the whole dataset: the classifier is trained once, seeded."""
+
+    def __init__(self, data_dir: Path, work_dir: Path, seed: int, epochs: int):
+        start = time.perf_counter()
+        classifier = train_classifier(data_dir, work_dir / "classifier.pt", epochs=epochs, seed=seed, device="cpu",
+                                      log=lambda message: None)
+        self.reference = reference_statistics(data_dir, work_dir / "reference.pt", "classifier",
+                                              work_dir / "classifier.pt", device="cpu", log=lambda message: None)
+        self.extractor = load_extractor("classifier", work_dir / "classifier.pt")
+        self.info = {"val_accuracy": classifier["val_accuracy"], "epochs": epochs, "seed": seed,
+                     "num_reference": self.reference["num_images"], "seconds": time.perf_counter() - start}
+
+    def __call__(self, samples: torch.Tensor) -> float:
+        """FID of uint8 samples (N, C, H, W) against the reference statistics."""
+        return frechet_distance(feature_statistics(extract_features(self.extractor, samples)), self.reference)
+
+
+# ---------------------------------------------------------------- the project
+
+
+def train_project(config: TrainConfig, images: torch.Tensor, work_dir: Path) -> tuple[torch.nn.Module, dict]:
+    """A real train() run; returns the model (EMA weights) and its steps, training seconds and final loss."""
+    cpu_start = time.process_time()
+    model = train(config, images, work_dir / "run", work_dir / "state", log=lambda message: None)
+    cpu_seconds = time.process_time() - cpu_start
+    with (work_dir / "run" / "losses.csv").open(newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    return model, {"epochs": config.epochs, "steps": int(last["step"]), "train_seconds": float(last["elapsed_seconds"]),
+                   "train_cpu_seconds": cpu_seconds, "final_loss": float(last["loss"])}
+
+
+def run_project(config: TrainConfig, sampling: dict, images: torch.Tensor, budget: float, num_samples: int,
+                fid: ClassifierFID, clock: str) -> dict:
+    """Calibrate the epoch time with a one-epoch run, train for about `budget` seconds of `clock`, sample, score."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, calibration = train_project(dataclasses.replace(config, epochs=1, checkpoint_epochs=[]), images,
+                                       Path(tmp) / "calibration")
+        epochs = max(1, round(budget / calibration[BUDGET_KEY[clock]]))
+        model, result = train_project(dataclasses.replace(config, epochs=epochs, checkpoint_epochs=[]), images,
+                                      Path(tmp) / "budget")
+    steps = sampling["ddim_steps"] if sampling["sampler"] == "ddim" else None
+    start = time.perf_counter()
+    samples = generate(model.eval(), num_samples, steps, sampling["seed"], sampling["batch_size"], "cpu")
+    result["sample_seconds"] = time.perf_counter() - start
+    result["calibration_epoch_seconds"] = calibration[BUDGET_KEY[clock]]
+    result["fid"] = fid(samples)
+    return result
+
+
+# ---------------------------------------------------------------- the peer: diffusers' example recipe
+
+
+def peer_unet(width: int, layers: int, channels: int, image_size: int):
+    """UNet2DModel for small images, shaped like the example's (attention at the second-deepest level)."""
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=layers,
+        block_out_channels=(width, 2 * width, 2 * width),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=math.gcd(32, width),  # the example's 32 groups where the width allows
+    )
+
+
+class PeerTrainer:
+    """train_unconditional.py's loop, in memory: one optimisation step at a time."""
+
+    def __init__(self, unet, images: torch.Tensor, args, num_training_steps: int):
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        self.unet, self.data, self.batch_size = unet, to_model_range(images), args.peer_batch_size  # ToTensor+Normalize
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+        self.optimizer = torch.optim.AdamW(unet.parameters(), lr=args.peer_lr, betas=(0.95, 0.999), weight_decay=1e-6,
+                                           eps=1e-8)
+        self.lr_scheduler = get_scheduler("cosine", optimizer=self.optimizer, num_warmup_steps=args.peer_warmup_steps,
+                                          num_training_steps=num_training_steps)
+        self.num_training_steps = num_training_steps
+        self.ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
+        self.order = torch.Generator().manual_seed(args.seed)
+        self.batches, self.steps = iter(()), 0
+
+    def next_batch(self) -> torch.Tensor:
+        """The next batch of a random order, redrawn every epoch (DataLoader(shuffle=True))."""
+        index = next(self.batches, None)
+        if index is None:
+            self.batches = iter(torch.randperm(len(self.data), generator=self.order).split(self.batch_size))
+            index = next(self.batches)
+        return self.data[index]
+
+    def step(self) -> torch.Tensor:
+        """Noise at t ~ U{0..999}, epsilon MSE, clip to norm 1, AdamW, the lr schedule, EMA; returns the loss."""
+        clean = self.next_batch()
+        noise = torch.randn(clean.shape)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (clean.shape[0],)).long()
+        noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
+        loss = F.mse_loss(self.unet(noisy, timesteps).sample, noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
+        self.optimizer.step()
+        if self.steps < self.num_training_steps:  # past its end, the cosine would climb again
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.unet.parameters())
+        self.steps += 1
+        return loss.detach()
+
+
+def peer_step_seconds(unet, images: torch.Tensor, args) -> float:
+    """Median seconds (of --clock) of one peer step, on a throwaway copy of the model (the calibration)."""
+    trainer = PeerTrainer(copy.deepcopy(unet), images, args, num_training_steps=PEER_CALIBRATION_STEPS + 1)
+    trainer.step()  # warm-up
+    clock, seconds = CLOCKS[args.clock], []
+    for _ in range(PEER_CALIBRATION_STEPS):
+        start = clock()
+        trainer.step()
+        seconds.append(clock() - start)
+    return statistics.median(seconds)
+
+
+def sample_peer(unet, noise_scheduler, num_samples: int, batch_size: int, ddim_steps: int, seed: int) -> torch.Tensor:
+    """uint8 samples (N, C, H, W) from diffusers' DDIMPipeline (eta 0) over `ddim_steps` steps."""
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    pipeline = DDIMPipeline(unet=unet.eval(), scheduler=DDIMScheduler.from_config(noise_scheduler.config))
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for first in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - first)
+        images = pipeline(batch_size=count, generator=generator, eta=0.0, num_inference_steps=ddim_steps,
+                          output_type="pt").images  # (N, C, H, W) in [0, 1]
+        batches.append(to_uint8(images * 2 - 1))
+    return torch.cat(batches)
+
+
+def run_peer(images: torch.Tensor, seconds: float, sampling: dict, args, fid: ClassifierFID) -> dict:
+    """Train the peer for `seconds` of --clock (stopping within half a step of them), sample from its EMA, score."""
+    torch.manual_seed(args.seed)
+    unet = peer_unet(args.peer_width, args.peer_layers, images.shape[1], images.shape[-1])
+    step_seconds = peer_step_seconds(unet, images, args)
+    torch.manual_seed(args.seed + 1)  # the same noise however long the calibration ran
+    trainer = PeerTrainer(unet, images, args, num_training_steps=max(1, round(seconds / step_seconds)))
+    unet.train()
+    clock, loss = CLOCKS[args.clock], None
+    start = {name: timer() for name, timer in CLOCKS.items()}
+    elapsed = 0.0
+    while elapsed + 0.5 * (elapsed / trainer.steps if trainer.steps else 0.0) < seconds:
+        loss = trainer.step()
+        elapsed = clock() - start[args.clock]
+    result = {"steps": trainer.steps, "planned_steps": trainer.num_training_steps,
+              "calibration_step_seconds": step_seconds, "train_seconds": time.perf_counter() - start["wall"],
+              "train_cpu_seconds": time.process_time() - start["cpu"], "final_loss": loss.item()}
+    trainer.ema.copy_to(unet.parameters())
+    start = time.perf_counter()
+    samples = sample_peer(unet, trainer.noise_scheduler, args.num_samples, sampling["batch_size"], args.peer_ddim_steps,
+                          args.seed)
+    result["sample_seconds"] = time.perf_counter() - start
+    result["fid"] = fid(samples)
+    return result
+
+
+def peer_recipe(args, unet) -> dict:
+    """What the peer ran with, for the JSON."""
+    return {"unet": dict(unet.config),
+            "noise_scheduler": "DDPMScheduler(num_train_timesteps=1000, beta_schedule='linear')",
+            "optimizer": {"name": "AdamW", "lr": args.peer_lr, "betas": [0.95, 0.999], "weight_decay": 1e-6,
+                          "eps": 1e-8},
+            "lr_schedule": {"name": "cosine", "warmup_steps": args.peer_warmup_steps}, "grad_clip": 1.0,
+            "ema": {"max_decay": 0.9999, "use_ema_warmup": True, "inv_gamma": 1.0, "power": 0.75},
+            "batch_size": args.peer_batch_size, "sampler": f"DDIMScheduler, {args.peer_ddim_steps} steps, eta 0"}
+
+
+# ---------------------------------------------------------------- output
+
+
+def print_table(results: dict) -> None:
+    params = results["parameters"]
+    print(f"{results['device']['name']}, {results['device']['threads']} thread(s), torch {results['device']['torch']}, "
+          f"diffusers {results['device']['diffusers']}; load average {results['device']['load_average_start']} "
+          f"at the start, {results['device']['load_average_end']} at the end")
+    print(f"project: {results['recipe']['experiment']} ({params['project']:,} parameters); "
+          f"peer: diffusers UNet2DModel ({params['peer']:,} parameters); classifier FID, "
+          f"{results['num_samples']} samples vs {results['classifier']['num_reference']} images")
+    print(f"budgets in {results['clock']} seconds of training; each pair is project / peer")
+    columns = (("budget s", 9), ("project FID", 13), ("peer FID", 10), ("ratio", 7), ("train wall s", 17),
+               ("train CPU s", 17), ("sample wall s", 17), ("steps", 13))
+    print("".join(f"{name:>{width}}" for name, width in columns))
+    for row in results["budgets"]:
+        project, peer = row["project"], row["peer"]
+        pairs = [f"{fmt(project[key])} / {fmt(peer[key])}"
+                 for key in ("train_seconds", "train_cpu_seconds", "sample_seconds")]
+        cells = [fmt(row["budget_seconds"]), fmt(project["fid"]), fmt(peer["fid"]), fmt(row["ratio"]), *pairs,
+                 f"{project['steps']} / {peer['steps']}"]
+        print("".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns)))
+    verdict = "met" if results["target_met"] else "NOT met"
+    print(f"target project FID <= {TARGET_RATIO} x peer FID at every budget: {verdict}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    try:
+        import diffusers
+    except ImportError as error:
+        raise SystemExit("the peer needs diffusers: pip install -e '.[bench]'") from error
+    experiment, config, sampling = load_recipe(args.config, args.experiment)
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_dataset("digits", Path(tmp) / "digits")
+        images, _ = load_dataset(Path(tmp) / "digits")
+        fid = ClassifierFID(Path(tmp) / "digits", Path(tmp), args.seed, args.classifier_epochs)
+    rows = []
+    for budget in args.budgets:
+        load = [round(x, 2) for x in os.getloadavg()]
+        project = run_project(config, sampling, images, budget, args.num_samples, fid, args.clock)
+        peer = run_peer(images, project[BUDGET_KEY[args.clock]], sampling, args, fid)
+        rows.append({"budget_seconds": budget, "load_average_start": load, "project": project, "peer": peer,
+                     "ratio": project["fid"] / peer["fid"]})
+        print(f"budget {budget:g} s: project FID {project['fid']:.2f}, peer FID {peer['fid']:.2f}", flush=True)
+
+    project_parameters = sum(p.numel() for p in build_model(config, images.shape[1], images.shape[-1]).parameters())
+    peer = peer_unet(args.peer_width, args.peer_layers, images.shape[1], images.shape[-1])
+    results = {
+        "device": {"name": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
+                   "torch": torch.__version__, "diffusers": diffusers.__version__,
+                   "load_average_start": [round(x, 2) for x in load_start],
+                   "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "args": vars(args),
+        "clock": args.clock,
+        "recipe": {"experiment": experiment, "train_config": config.to_dict(), "sampling": sampling},
+        "peer_recipe": peer_recipe(args, peer),
+        "parameters": {"project": project_parameters, "peer": sum(p.numel() for p in peer.parameters())},
+        "classifier": fid.info,
+        "num_samples": args.num_samples,
+        "budgets": rows,
+        "target_ratio": TARGET_RATIO,
+        "target_met": all(row["ratio"] <= TARGET_RATIO for row in rows),
+    }
+    print_table(results)
+    out = atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=2).encode()))
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The quality benchmark runs end to end at a tiny size, and the peer trains for the project's seconds."""
+
+import json
+import math
+
+import pytest
+
+from ddpm.data import load_dataset, prepare_dataset
+from tests.workflow import TINY as TINY_CONFIG  # the tiny workflow config
+
+TINY_ARGS = ["--config", str(TINY_CONFIG), "--experiment", "lr_high", "--budgets", "1.5", "--num-samples", "24",
+        "--classifier-epochs", "1", "--peer-width", "8", "--peer-layers", "1", "--peer-ddim-steps", "4",
+        "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    pytest.importorskip("diffusers", reason="the quality benchmark's peer needs diffusers (pip install -e '.[bench]')")
+    from benchmarks import quality
+
+    return quality
+
+
+def test_quality_writes_json_with_every_number(quality, tmp_path):
+    out = tmp_path / "quality.json"
+    quality.main(TINY_ARGS + ["--out", str(out)])
+    results = json.loads(out.read_text())
+
+    assert results["recipe"]["experiment"] == "lr_high"
+    assert results["recipe"]["train_config"]["lr"] == 3.0e-3 and results["recipe"]["train_config"]["device"] == "cpu"
+    assert results["device"]["threads"] == 1 and results["device"]["diffusers"]
+    assert results["parameters"]["project"] > 0 and results["parameters"]["peer"] > 0
+    assert results["peer_recipe"]["unet"]["block_out_channels"] == [8, 16, 16]
+    assert 0 < results["classifier"]["val_accuracy"] <= 1 and results["classifier"]["num_reference"] == 1797
+    (row,) = results["budgets"]
+    assert row["budget_seconds"] == 1.5
+    for side in ("project", "peer"):
+        for key in ("train_seconds", "train_cpu_seconds", "sample_seconds", "steps"):
+            assert row[side][key] > 0, (side, key)
+        assert math.isfinite(row[side]["fid"]) and row[side]["fid"] > 0, side
+        assert math.isfinite(row[side]["final_loss"]), side
+    assert row["project"]["epochs"] >= 1 and row["project"]["steps"] == row["project"]["epochs"] * (1797 // 64)
+    assert row["ratio"] == pytest.approx(row["project"]["fid"] / row["peer"]["fid"])
+    assert results["target_met"] == (row["ratio"] <= results["target_ratio"])
+    # the peer's time-bounded loop aims within half a step of the project's measured seconds; the tolerance
+    # leaves room for a step slowed down on a loaded machine
+    assert results["clock"] == "wall"
+    assert row["peer"]["train_seconds"] == pytest.approx(row["project"]["train_seconds"], rel=0.25)
+
+
+def test_peer_trains_for_the_given_cpu_seconds(quality, tmp_path):
+    prepare_dataset("digits", tmp_path)
+    images, _ = load_dataset(tmp_path)
+    args = quality.parse_args(TINY_ARGS + ["--clock", "cpu"])
+    result = quality.run_peer(images, 1.0, {"batch_size": 24}, args, fid=lambda samples: float(len(samples)))
+    assert result["train_cpu_seconds"] == pytest.approx(1.0, rel=0.25)
+    assert result["fid"] == 24  # the number of samples it drew
+
+
+def test_unknown_experiment_is_refused_with_the_allowed_names(quality):
+    with pytest.raises(ValueError, match=r"--experiment must be one of \['base', 'lr_high'\].*'nope'"):
+        quality.load_recipe(TINY_CONFIG, "nope")
+
+
+def test_recipe_is_defaults_plus_overrides_on_the_cpu(quality):
+    name, config, sampling = quality.load_recipe(TINY_CONFIG, None)
+    assert name == "base"  # the first experiment
+    assert (config.hidden_size, config.num_timesteps, config.lr, config.device) == (8, 20, 1.0e-3, "cpu")
+    assert sampling["sampler"] == "ddim" and sampling["ddim_steps"] == 5 and sampling["seed"] == 0  # schema default
+
+
+def test_other_datasets_are_refused(quality, tmp_path):
+    config = tmp_path / "cifar.yaml"
+    config.write_text(TINY_CONFIG.read_text().replace("name: digits", "name: cifar10"))
+    with pytest.raises(ValueError, match="dataset.name must be 'digits'"):
+        quality.load_recipe(config, None)
