@@ -55,7 +55,7 @@ import torch.nn.functional as F
 import yaml
 
 from benchmarks.bench import device_name, fmt
-from ddpm.config import TrainConfig, experiment_configs
+from ddpm.config import TrainConfig, check_dataset, experiment_configs
 from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
 from ddpm.files import atomic_write
 from ddpm.metrics import (extract_features, feature_statistics, frechet_distance, load_extractor,
@@ -118,7 +118,7 @@ def load_recipe(config_path: str | Path, experiment: str | None) -> tuple[str, T
     if workflow_config["dataset"]["name"] != "digits":
         raise ValueError(f"{config_path}: dataset.name must be 'digits' for this benchmark, "
                          f"got {workflow_config['dataset']['name']!r}")
-    configs = experiment_configs(workflow_config)
+    configs = experiment_configs(workflow_config, check_dataset(**workflow_config["dataset"]))
     name = experiment if experiment is not None else next(iter(configs))
     if name not in configs:
         raise ValueError(f"--experiment must be one of {list(configs)} (the experiments of {config_path}), "
