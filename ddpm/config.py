@@ -334,13 +334,13 @@ def _check_against_dataset(config: TrainConfig, dataset: DatasetInfo) -> None:
 
 
 def yaml_config_overrides(entries: list[str]) -> dict:
-    """The `--config KEY=VALUE` entries whose VALUE is a YAML list or mapping, read with YAML's types (Snakemake
-    reads their items as strings: `sample_epochs=[10]` would give ['10'])."""
+    """The `--config KEY=VALUE` entries whose VALUE is a YAML list, mapping or boolean, read with YAML's types
+    (Snakemake reads list items as strings, `sample_epochs=[10]` giving ['10'], and `true` as a string)."""
     overrides = {}
     for entry in entries:
         key, _, value = entry.partition("=")
         parsed = yaml.safe_load(value)
-        if isinstance(parsed, (list, dict)):
+        if isinstance(parsed, (list, dict, bool)):
             overrides[key] = parsed
     return overrides
 

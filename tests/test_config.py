@@ -204,8 +204,9 @@ def test_gpus_beyond_the_given_resources_are_refused():
 
 
 def test_config_overrides_are_read_as_yaml():
-    assert yaml_config_overrides(["sample_epochs=[10, 30]", "sampling={grid_size: 4}", "name=x", "lr=2e-3"]) == \
-        {"sample_epochs": [10, 30], "sampling": {"grid_size": 4}}
+    assert yaml_config_overrides(["sample_epochs=[10, 30]", "sampling={grid_size: 4}", "name=x", "lr=2e-3",
+                                  "tensorboard=true"]) == \
+        {"sample_epochs": [10, 30], "sampling": {"grid_size": 4}, "tensorboard": True}
 
 
 def sweep_config(**changes) -> dict:
