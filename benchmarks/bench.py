@@ -346,9 +346,14 @@ def main(argv=None) -> dict:
                         "baseline_mfu": mfu["baseline"]}
     results["device"]["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     print_table(results)
-    out = atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=2).encode()))
-    print(f"wrote {out}")
+    write_json(results, args.out)
     return results
+
+
+def write_json(results: dict, path: str | Path) -> None:
+    """The benchmark's results as indented JSON, written atomically; says where."""
+    out = atomic_write(path, lambda f: f.write(json.dumps(results, indent=2).encode()))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

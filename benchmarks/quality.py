@@ -42,7 +42,6 @@ import argparse
 import copy
 import csv
 import dataclasses
-import json
 import math
 import os
 import statistics
@@ -54,10 +53,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from benchmarks.bench import device_name, fmt
+from benchmarks.bench import device_name, fmt, write_json
 from ddpm.config import TrainConfig, check_dataset, experiment_configs
 from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
-from ddpm.files import atomic_write
 from ddpm.metrics import (extract_features, feature_statistics, frechet_distance, load_extractor,
                           reference_statistics, train_classifier)
 from ddpm.sampling import generate
@@ -372,8 +370,7 @@ def main(argv=None) -> dict:
         "target_met": all(row["ratio"] <= TARGET_RATIO for row in rows),
     }
     print_table(results)
-    out = atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=2).encode()))
-    print(f"wrote {out}")
+    write_json(results, args.out)
     return results
 
 
