@@ -12,7 +12,7 @@ For each budget B (seconds of training), in order, alternating so that load on a
    first (calibration, not counted); then `ddpm.training.train` runs from scratch for round(B / that) epochs,
    and its training seconds are the loss CSV's last `elapsed_seconds` (saving excluded). `--num-samples` images are
    then drawn with `ddpm.sampling.generate` from the EMA weights, with the config's `sampling` sampler, steps,
-   batch size and seed.
+   eta, batch size and seed.
 2. Peer: the recipe of diffusers' examples/unconditional_image_generation/train_unconditional.py at 8x8x1: a
    UNet2DModel with block_out_channels (w, 2w, 2w), `--peer-layers` ResNet layers per block and self-attention
    at 4x4 (the example puts it at its second-deepest level), DDPMScheduler(1000 steps, linear betas), epsilon
@@ -170,7 +170,8 @@ def run_project(config: TrainConfig, sampling: dict, images: torch.Tensor, budge
                                       Path(tmp) / "budget")
     steps = sampling["ddim_steps"] if sampling["sampler"] == "ddim" else None
     start = time.perf_counter()
-    samples = generate(model.eval(), num_samples, steps, sampling["seed"], sampling["batch_size"], "cpu")
+    samples = generate(model.eval(), num_samples, steps, sampling["seed"], sampling["batch_size"], "cpu",
+                       eta=sampling.get("ddim_eta", 0.0))
     result["sample_seconds"] = time.perf_counter() - start
     result["calibration_epoch_seconds"] = calibration[BUDGET_KEY[clock]]
     result["fid"] = fid(samples)

@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 AUTO_SWITCH = ("auto", "on", "off")
 ARCHITECTURES = ("course", "ddpm")
 SCHEDULES = ("linear", "cosine")
+LR_SCHEDULES = ("constant", "cosine")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # fields that change how a run is executed or saved, never what it computes
 DDPM_UNET_FIELDS = ("channel_mult", "num_res_blocks", "attention_resolutions", "dropout")  # architecture ddpm only
@@ -54,6 +55,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 100
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # after the warmup: "constant", or "cosine" decay to 0 at the last step
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
     ema_decay: float | None = 0.999  # None: no EMA
     flip: bool = False
@@ -77,6 +79,7 @@ class TrainConfig:
         _check_choice("architecture", self.architecture, ARCHITECTURES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("device", self.device, DEVICES)
         for name in ("data_on_device", "amp", "channels_last"):
             _check_choice(name, getattr(self, name), AUTO_SWITCH)
@@ -215,11 +218,11 @@ def check_sampling(sampling: dict, experiments: dict[str, TrainConfig]) -> None:
 
 
 def sample_settings(sampling: dict) -> dict:
-    """The sampling fields that change the samples (not grid_size; ddim_steps only for DDIM), in a fixed key order:
-    the sample jobs' params, so that changing anything else reruns none of them."""
+    """The sampling fields that change the samples (not grid_size; ddim_steps and ddim_eta only for DDIM), in a fixed
+    key order: the sample jobs' params, so that changing anything else reruns none of them."""
     changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
     if sampling["sampler"] == "ddim":
-        changes_samples.append("ddim_steps")
+        changes_samples += ["ddim_steps", "ddim_eta"]
     return {key: sampling[key] for key in sorted(changes_samples)}
 
 

@@ -126,15 +126,19 @@ class DiffusionModel(nn.Module):
         device: torch.device | str,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        eta: float = 0.0,
     ) -> torch.Tensor:
-        """Draw samples in [-1, 1]: Algorithm 2 over all T steps, or DDIM (eta=0) over `steps` steps."""
+        """Draw samples in [-1, 1]: Algorithm 2 over all T steps, or DDIM over `steps` steps with noise scale
+        `eta` (0: deterministic; 1: ancestral sampling on the shorter chain)."""
         if steps is not None:
             steps = _integer(steps, f"DDIM steps must be an integer in [1, {self.num_timesteps}]",
                              high=self.num_timesteps)
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"DDIM eta must be in [0, 1], got {eta!r}")
         x = torch.randn(num_samples, *size, device=device, generator=generator)  # x_T ~ N(0, I)
         if steps is None:
             return self._ancestral(x, generator)
-        return self._ddim(x, steps)
+        return self._ddim(x, steps, eta, generator)
 
     def _predict(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """eps_theta(x_t, t/T) and the x_0 it implies, (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
@@ -162,12 +166,17 @@ class DiffusionModel(nn.Module):
                 x = x + self.sqrt_betas[t] * torch.randn(x.shape, device=x.device, generator=generator)
         return x
 
-    def _ddim(self, x: torch.Tensor, steps: int) -> torch.Tensor:
-        """DDIM with eta=0 (Song et al. eq. 12) over `steps` timesteps evenly spaced in [1, T], then to t = 0."""
+    def _ddim(self, x: torch.Tensor, steps: int, eta: float, generator: torch.Generator | None) -> torch.Tensor:
+        """DDIM (Song et al. eq. 12) over `steps` timesteps evenly spaced in [1, T], then to t = 0, with
+        sigma_t = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev) (eq. 16)."""
         timesteps = torch.linspace(self.num_timesteps, 1, steps).round().long().tolist() + [0]
         for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
             # 1. predict noise, and from it x_0 (clipped, see _predict)
             eps, x0 = self._predict(x, t)
-            # 2. move to the previous timestep along the deterministic path
-            x = self.sqrt_alphas_cumprod[t_prev] * x0 + self.sqrt_one_minus_alpha_prod[t_prev] * eps
+            # 2. move to the previous timestep: the direction to x_t, plus fresh noise when eta > 0
+            alpha_bar, alpha_bar_prev = self.alphas_cumprod[t], self.alphas_cumprod[t_prev]
+            sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+            x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
+            if eta > 0 and t_prev > 0:
+                x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
         return x

@@ -28,10 +28,12 @@ def generate(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     amp: bool | None = None,
+    eta: float = 0.0,
 ) -> torch.Tensor:
     """`num_samples` uint8 images (N, C, H, W), drawn in batches; the same seed gives the same images.
 
-    `steps=None` runs the ancestral sampler over all timesteps, an integer runs DDIM with that many.
+    `steps=None` runs the ancestral sampler over all timesteps, an integer runs DDIM with that many and noise
+    scale `eta`.
     `amp` runs the network under bf16 autocast on the device (None: on CUDA only).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -44,12 +46,13 @@ def generate(
     with autocast:
         for start in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - start)
-            batches.append(to_uint8(model.sample(count, size, device, steps=steps, generator=generator)).cpu())
+            batches.append(to_uint8(model.sample(count, size, device, steps=steps, generator=generator, eta=eta)).cpu())
     return torch.cat(batches)
 
 
 def sample_checkpoint(checkpoint_path: str | Path, num_samples: int, steps: int | None = None, seed: int = 0,
-                      batch_size: int = 256, device: str = "auto", amp: bool | None = None) -> torch.Tensor:
+                      batch_size: int = 256, device: str = "auto", amp: bool | None = None,
+                      eta: float = 0.0) -> torch.Tensor:
     """Load a checkpoint and draw uint8 samples from it (see `generate`)."""
     device = resolve_device(device)
-    return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device, amp)
+    return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device, amp, eta)

@@ -99,9 +99,19 @@ def make_optimizer(config: TrainConfig, params, device: torch.device) -> torch.o
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def warmup_factor(warmup_steps: int):
-    """Linear warmup of the learning rate over the first `warmup_steps` steps, then constant."""
-    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+def lr_factor(warmup_steps: int, lr_schedule: str, total_steps: int):
+    """The lr multiplier at each step: a linear warmup over `warmup_steps` steps, then constant, or the cosine
+    annealing of Loshchilov & Hutter 2017 (eq. 5, one cycle, eta_min = 0) over the steps after the warmup."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if lr_schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
@@ -188,8 +198,10 @@ class Parts:
     memory_format: torch.memory_format
 
 
-def build_parts(config: TrainConfig, channels: int, image_size: int, device: torch.device, rank: int = 0) -> Parts:
-    """The model (the same initial weights on every rank), its EMA, optimizer and warmup, with the fast path.
+def build_parts(config: TrainConfig, channels: int, image_size: int, device: torch.device, total_steps: int,
+                rank: int = 0) -> Parts:
+    """The model (the same initial weights on every rank), its EMA, optimizer and lr schedule over `total_steps`,
+    with the fast path.
 
     Each switch's 'auto' means on for CUDA only; `on` on the CPU means: amp, bf16 autocast on the CPU;
     channels_last, NHWC tensors; compile, torch.compile's inductor backend generating C++.
@@ -205,7 +217,7 @@ def build_parts(config: TrainConfig, channels: int, image_size: int, device: tor
     model = model.to(memory_format=memory_format)
     ema = AveragedModel(model, multi_avg_fn=warmup_ema(config.ema_decay), use_buffers=True) if config.ema_decay else None
     optimizer = make_optimizer(config, model.parameters(), device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(config.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.warmup_steps, config.lr_schedule, total_steps))
     forward = torch.compile(model) if config.compile else model
     if dist.is_initialized():
         forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=[device.index] if cuda else None)
@@ -430,7 +442,7 @@ def train(
     device = resolve_device(config.device)
     steps_per_epoch = _steps_per_epoch(config, images.shape[0], world)
     total_steps = config.epochs * steps_per_epoch
-    parts = build_parts(config, images.shape[1], images.shape[-1], device, rank)
+    parts = build_parts(config, images.shape[1], images.shape[-1], device, total_steps, rank)
     batches = Batches(images, config, device, parts.memory_format, rank, world)
     files = RunFiles(config, images, Path(run_dir), Path(state_dir), rank, world)
     step, elapsed = files.resume(parts, log)

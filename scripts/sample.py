@@ -16,5 +16,6 @@ with logged_to(snakemake.log[0]):
         seed=sampling["seed"],
         batch_size=sampling["batch_size"],
         device=snakemake.params.device,
+        eta=sampling.get("ddim_eta", 0.0),
     )
     save_array(images.numpy(), snakemake.output.array)

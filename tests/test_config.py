@@ -49,6 +49,7 @@ def test_ddpm_architecture_defaults_are_the_papers_cifar10_model():
     ({"hidden_size": 0, "architecture": "ddpm"}, "hidden_size must be an integer >= 1"),
     ({"architecture": "resnet"}, r"architecture must be one of \['course', 'ddpm'\], got 'resnet'"),
     ({"schedule": "quadratic"}, r"schedule must be one of \['linear', 'cosine'\], got 'quadratic'"),
+    ({"lr_schedule": "step"}, r"lr_schedule must be one of \['constant', 'cosine'\], got 'step'"),
     ({"batch_size": 10, "gpus": 4}, r"batch_size \(10\) must be divisible by gpus \(4\)"),
     ({"lr": -1e-3}, "lr must be a number > 0"),
     ({"lr": "fast"}, "lr must be a number > 0"),
@@ -191,9 +192,11 @@ def test_ddim_steps_cannot_exceed_an_experiments_timesteps():
 
 
 def test_sample_settings_hold_only_what_changes_the_samples():
-    sampling = {"num_samples": 64, "grid_size": 16, "sampler": "ancestral", "ddim_steps": 50, "batch_size": 32, "seed": 1}
+    sampling = {"num_samples": 64, "grid_size": 16, "sampler": "ancestral", "ddim_steps": 50, "ddim_eta": 0.5,
+                "batch_size": 32, "seed": 1}
     assert sample_settings(sampling) == {"batch_size": 32, "num_samples": 64, "sampler": "ancestral", "seed": 1}
-    assert sample_settings({**sampling, "sampler": "ddim"})["ddim_steps"] == 50
+    ddim = sample_settings({**sampling, "sampler": "ddim"})
+    assert ddim["ddim_steps"] == 50 and ddim["ddim_eta"] == 0.5
 
 
 def test_gpus_beyond_the_given_resources_are_refused():
@@ -306,6 +309,9 @@ def test_schema_accepts_the_shipped_configs_and_empty_experiments(config):
     ({"defaults": {"num_workers": 0}}, ["'num_workers' was unexpected", "On instance['defaults']"]),
     ({"defaults": {"schedule": "quadratic"}}, ["'quadratic' is not one of ['linear', 'cosine']"]),
     ({"sampling": {"num_samples": 1}}, ["1 is less than the minimum of 2", "On instance['sampling']['num_samples']"]),
+    ({"sampling": {"ddim_eta": 1.5}}, ["1.5 is greater than the maximum of 1", "On instance['sampling']['ddim_eta']"]),
+    ({"defaults": {"lr_schedule": "step"}}, ["'step' is not one of ['constant', 'cosine']",
+                                             "On instance['defaults']['lr_schedule']"]),
 ])
 def test_schema_errors_name_the_section_the_field_and_what_is_allowed(change, messages):
     with pytest.raises(WorkflowError) as error:

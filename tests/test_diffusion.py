@@ -215,6 +215,54 @@ def test_samplers_land_on_a_single_data_point(schedule, steps):
     torch.testing.assert_close(x, point.expand_as(x), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_ddim_with_eta_one_steps_through_the_posterior_of_ho_et_al(schedule):
+    """With eta = 1 over all T steps, eq. 16's sigma_t^2 is the posterior variance beta~_t and each step draws
+    x_{t-1} ~ q(x_{t-1} | x_t, x_0) of Ho et al. eq. 6-7 at the predicted x_0, here the oracle's point."""
+    T = 4
+    point = torch.linspace(-0.5, 0.5, 4).reshape(1, 2, 2)
+    alpha_bar = torch.as_tensor(reference_alphas_cumprod(schedule, T))
+    recorder = Recorder()
+    oracle = PointOracle(point, alpha_bar)
+    recorder.forward = lambda x, t: (recorder.calls.append((x.clone(), t.clone())), oracle(x, t))[1]
+    model = DiffusionModel(recorder, num_timesteps=T, schedule=schedule)
+    model.sample(3, (1, 2, 2), "cpu", steps=T, eta=1.0, generator=torch.Generator().manual_seed(0))
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 2, 2, generator=generator).double()  # x_T
+    for t, (seen, _) in zip(range(T, 0, -1), recorder.calls):
+        torch.testing.assert_close(seen.double(), x, atol=1e-5, rtol=0)
+        beta = 1 - alpha_bar[t] / alpha_bar[t - 1]
+        mean = (alpha_bar[t - 1].sqrt() * beta * point + (1 - beta).sqrt() * (1 - alpha_bar[t - 1]) * x) / (1 - alpha_bar[t])
+        variance = (1 - alpha_bar[t - 1]) / (1 - alpha_bar[t]) * beta  # beta~_t (eq. 7)
+        x = mean + variance.sqrt() * torch.randn(x.shape, generator=generator).double()
+
+
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+@pytest.mark.parametrize("steps", [2, 50])
+def test_stochastic_ddim_lands_on_a_single_data_point(eta, steps):
+    point = torch.linspace(-0.9, 0.9, 4).reshape(1, 2, 2)
+    model = DiffusionModel(PointOracle(point, reference_alphas_cumprod("cosine", 1000)), num_timesteps=1000,
+                           schedule="cosine")
+    x = model.sample(64, (1, 2, 2), "cpu", steps=steps, eta=eta, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, point.expand_as(x), atol=1e-4, rtol=0)
+
+
+def test_stochastic_ddim_recovers_the_data_distribution():
+    """With the exact eps of Gaussian data, DDIM with eta = 1 over all steps samples that Gaussian."""
+    model = DiffusionModel(nn.Identity(), num_timesteps=1000)
+    model.eps_model = GaussianOracle(0.4, 0.15, model.alphas_cumprod)
+    x = model.sample(4096, (1, 2, 2), "cpu", steps=1000, eta=1.0, generator=torch.Generator().manual_seed(0)).double()
+    assert abs(x.mean().item() - 0.4) < 0.01
+    assert abs(x.std().item() - 0.15) < 0.01
+
+
+@pytest.mark.parametrize("eta", [-0.1, 1.5])
+def test_ddim_eta_out_of_range(eta):
+    with pytest.raises(ValueError, match=r"DDIM eta must be in \[0, 1\], got"):
+        DiffusionModel(Recorder(), num_timesteps=10).sample(1, (1, 2, 2), "cpu", steps=2, eta=eta)
+
+
 def test_fewer_ddim_steps_trade_accuracy_for_speed():
     """DDIM's discretisation error on Gaussian data shrinks as the steps grow."""
     model = DiffusionModel(nn.Identity(), num_timesteps=1000)

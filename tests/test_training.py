@@ -11,7 +11,7 @@ from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
 from ddpm.sampling import load_model, sample_checkpoint
 from ddpm.training import (CSV_COLUMNS, Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts,
-                           run_experiment, train, training_step, warmup_ema)
+                           lr_factor, run_experiment, train, training_step, warmup_ema)
 from tests.conftest import DEVICES
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
@@ -75,6 +75,34 @@ def test_loss_falls_and_warmup_and_optimizers(digits, tmp_path):
         losses[optimizer] = (sum(loss[:6]) / 6, sum(loss[-6:]) / 6)
     for first, last in losses.values():
         assert last < first
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 3])
+def test_cosine_lr_schedule_matches_torchs_cosine_annealing(warmup_steps):
+    """lr_factor's cosine decay against PyTorch's own LinearLR warmup followed by CosineAnnealingLR (eta_min 0)."""
+    total, lr = 20, 0.5
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup_steps)]
+    if warmup_steps:
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps - 1)
+        schedulers = [torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, *schedulers], milestones=[warmup_steps])]
+    expected = []
+    for _ in range(total):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedulers[0].step()
+    factor = lr_factor(warmup_steps, "cosine", total)
+    assert [lr * factor(step) for step in range(total)] == pytest.approx(expected, abs=1e-12)
+    assert lr_factor(warmup_steps, "constant", total)(total - 1) == 1.0
+
+
+def test_cosine_lr_schedule_in_the_loss_csv(digits, tmp_path):
+    """The lr column follows the schedule over the whole run and ends near 0."""
+    config = tiny(epochs=2, warmup_steps=2, lr_schedule="cosine", checkpoint_epochs=[2])
+    rows = read_csv(run(config, digits, tmp_path) / "losses.csv", ("step", "lr"))
+    factor = lr_factor(2, "cosine", len(rows))
+    assert [float(lr) for _, lr in rows] == pytest.approx([config.lr * factor(int(step) - 1) for step, _ in rows])
+    assert float(rows[-1][1]) < 0.03 * config.lr  # 0.5 (1 + cos(pi 9/10)) of it, one step before 0
 
 
 def test_sampling_uses_the_ema_weights(digits, tmp_path):
@@ -228,7 +256,7 @@ def test_a_training_step_makes_its_tensors_on_the_model_device(digits):
     meta = torch.device("meta")
     for optimizer in ("adam", "sgd"):
         config = tiny(optimizer=optimizer, channels_last="on", data_on_device="on", grad_clip=1.0)
-        parts = build_parts(config, 1, 8, meta)
+        parts = build_parts(config, 1, 8, meta, total_steps=10)
         x = Batches(digits, config, meta, parts.memory_format)(0)
         window = LogWindow(meta, None, config.batch_size, 0, 10, 0.0)
         loss, _ = training_step(parts, x, config.grad_clip)

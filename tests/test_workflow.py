@@ -107,13 +107,13 @@ def test_changing_grid_size_redraws_only_the_grids(run_copy):
     assert rules.count("plot_grid") == len(EXPERIMENTS) * len(EPOCHS)
 
 
-def test_ddim_steps_do_not_matter_to_the_ancestral_sampler(run_copy):
+def test_ddim_fields_do_not_matter_to_the_ancestral_sampler(run_copy):
     target = "results/base/samples/epoch_1.npy"
     ancestral = {**tiny_config()["sampling"], "sampler": "ancestral"}
     result = snakemake(run_copy, target, config=tiny_config(sampling=ancestral))  # samples with the new sampler
     assert result.returncode == 0, result.output
     assert planned_rules(result.output) == ["sample"], result.output
-    planned = snakemake(run_copy, "--dry-run", target, config=tiny_config(sampling={**ancestral, "ddim_steps": 7}))
+    planned = snakemake(run_copy, "--dry-run", target, config=tiny_config(sampling={**ancestral, "ddim_steps": 7, "ddim_eta": 1.0}))
     assert planned.returncode == 0, planned.output
     assert "Nothing to be done" in planned.output, planned.output
 
