@@ -146,7 +146,7 @@ rule sample:
     output:
         array="results/{run}/samples/epoch_{epoch}.npy",
     params:
-        sampling=sample_settings(config["sampling"]),
+        sampling=lambda wildcards: sample_settings(config["sampling"], int(wildcards.epoch), SAMPLE_EPOCHS[-1]),
         device=lambda wildcards: RUNS[wildcards.run].config.device,
     log:
         "results/logs/sample/{run}/epoch_{epoch}.log",

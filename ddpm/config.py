@@ -217,13 +217,17 @@ def check_sampling(sampling: dict, experiments: dict[str, TrainConfig]) -> None:
             )
 
 
-def sample_settings(sampling: dict) -> dict:
-    """The sampling fields that change the samples (not grid_size; ddim_steps and ddim_eta only for DDIM), in a fixed
-    key order: the sample jobs' params, so that changing anything else reruns none of them."""
+def sample_settings(sampling: dict, epoch: int, last_epoch: int) -> dict:
+    """What changes the samples of one epoch (not grid_size; ddim_steps and ddim_eta only for DDIM), in a fixed key
+    order: the sample jobs' params, so that changing anything else reruns none of them. `num_samples` is
+    `num_samples_early` before the last sample epoch, when that is set."""
     changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
     if sampling["sampler"] == "ddim":
         changes_samples += ["ddim_steps", "ddim_eta"]
-    return {key: sampling[key] for key in sorted(changes_samples)}
+    settings = {key: sampling[key] for key in sorted(changes_samples)}
+    if epoch < last_epoch and sampling.get("num_samples_early") is not None:
+        settings["num_samples"] = sampling["num_samples_early"]
+    return settings
 
 
 def check_tensorboard(enabled: bool) -> None:

@@ -192,11 +192,18 @@ def test_ddim_steps_cannot_exceed_an_experiments_timesteps():
 
 
 def test_sample_settings_hold_only_what_changes_the_samples():
-    sampling = {"num_samples": 64, "grid_size": 16, "sampler": "ancestral", "ddim_steps": 50, "ddim_eta": 0.5,
-                "batch_size": 32, "seed": 1}
-    assert sample_settings(sampling) == {"batch_size": 32, "num_samples": 64, "sampler": "ancestral", "seed": 1}
-    ddim = sample_settings({**sampling, "sampler": "ddim"})
+    sampling = {"num_samples": 64, "num_samples_early": None, "grid_size": 16, "sampler": "ancestral", "ddim_steps": 50,
+                "ddim_eta": 0.5, "batch_size": 32, "seed": 1}
+    expected = {"batch_size": 32, "num_samples": 64, "sampler": "ancestral", "seed": 1}
+    assert sample_settings(sampling, 1, 5) == sample_settings(sampling, 5, 5) == expected
+    ddim = sample_settings({**sampling, "sampler": "ddim"}, 5, 5)
     assert ddim["ddim_steps"] == 50 and ddim["ddim_eta"] == 0.5
+
+
+def test_fewer_samples_before_the_last_epoch():
+    sampling = {"num_samples": 64, "num_samples_early": 8, "grid_size": 16, "sampler": "ancestral", "batch_size": 32,
+                "seed": 1}
+    assert [sample_settings(sampling, epoch, 5)["num_samples"] for epoch in (1, 4, 5)] == [8, 8, 64]
 
 
 def test_gpus_beyond_the_given_resources_are_refused():

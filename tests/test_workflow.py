@@ -31,7 +31,7 @@ def test_every_output_exists_and_is_valid(run):
         assert (results / exp / "config.yaml").exists()
         for epoch in EPOCHS:
             array = np.load(results / exp / "samples" / f"epoch_{epoch}.npy")
-            assert array.shape == (16, 1, 8, 8) and array.dtype == np.uint8
+            assert array.shape == (16 if epoch == EPOCHS[-1] else 8, 1, 8, 8) and array.dtype == np.uint8
             with Image.open(results / exp / "samples" / f"epoch_{epoch}.png") as grid:
                 grid.verify()
     for plot in ("loss", "samples", "fid"):
@@ -40,7 +40,8 @@ def test_every_output_exists_and_is_valid(run):
     with open(results / "metrics.csv", newline="") as f:
         metrics = list(csv.DictReader(f))
     assert len(metrics) == len(EXPERIMENTS) * len(EPOCHS)
-    assert all(m["extractor"] == "classifier" and int(m["num_samples"]) == 16 for m in metrics)
+    assert all(m["extractor"] == "classifier" for m in metrics)
+    assert sorted((int(m["epoch"]), int(m["num_samples"])) for m in metrics) == [(1, 8), (1, 8), (2, 16), (2, 16)]
     assert not (results / "resume" / "base").exists()  # resume states go once training is done
     resolved = yaml.safe_load((results / "base" / "config.yaml").read_text())
     assert resolved["dataset"] == {"name": "digits", "channels": 1, "image_size": 8}  # what it trained on
@@ -105,6 +106,14 @@ def test_changing_grid_size_redraws_only_the_grids(run_copy):
     rules = planned_rules(planned.output)
     assert sorted(set(rules)) == ["all", "plot_grid", "plot_samples"], planned.output
     assert rules.count("plot_grid") == len(EXPERIMENTS) * len(EPOCHS)
+
+
+def test_num_samples_early_reruns_only_the_early_epochs(run):
+    config = tiny_config(sampling={**tiny_config()["sampling"], "num_samples_early": 4})
+    planned = snakemake(run, "--dry-run", config=config)
+    assert planned.returncode == 0, planned.output
+    assert planned_rules(planned.output).count("sample") == len(EXPERIMENTS), planned.output
+    assert re.findall(r"epoch=(\d+)", planned.output) and set(re.findall(r"epoch=(\d+)", planned.output)) == {"1"}
 
 
 def test_ddim_fields_do_not_matter_to_the_ancestral_sampler(run_copy):
