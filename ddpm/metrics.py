@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchmetrics.image.fid import _compute_fid
 
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.data import load_dataset, to_model_range
@@ -202,6 +201,8 @@ def feature_statistics(features: torch.Tensor) -> dict:
 
 def frechet_distance(a: dict, b: dict) -> float:
     """The Fréchet distance between the Gaussians of two feature_statistics, by torchmetrics' `_compute_fid`."""
+    from torchmetrics.image.fid import _compute_fid  # here: importing torchmetrics takes seconds, most jobs skip it
+
     if a["mu"].shape != b["mu"].shape:
         raise ValueError(f"feature sizes differ: {a['mu'].shape[0]} vs {b['mu'].shape[0]} (not the same extractor?)")
     return float(_compute_fid(a["mu"], a["sigma"], b["mu"], b["sigma"]))

@@ -196,12 +196,18 @@ SWITCHES = {"amp": dict(amp="on"), "channels_last": dict(channels_last="on"), "d
 @pytest.fixture(scope="module", params=["amp", "channels_last", "data_on_device",
                                         pytest.param("compile", marks=pytest.mark.slow)])
 def switched(request, digits, tmp_path_factory):
-    """One fast-path switch `on` on the CPU: an uninterrupted run, and one stopped by SIGTERM after step 5 and rerun."""
+    """One fast-path switch `on` on the CPU: an uninterrupted run, and one stopped by SIGTERM after step 5 and rerun.
+
+    Inductor generates scalar C++ kernels here: they compile several times faster than vectorised ones, and
+    what is checked (learning, exact resume, sampling) does not depend on the kernels' instruction set."""
+    from torch._inductor import config as inductor_config
+
     root = tmp_path_factory.mktemp(request.param)
     config = tiny(epochs=4, checkpoint_epochs=[2, 4], **SWITCHES[request.param])
-    stopped = interrupted(config, digits, root, "resumed", after_state=4)
-    run(config, digits, root, "resumed")
-    return request.param, run(config, digits, root, "uninterrupted"), root / "resumed", stopped
+    with inductor_config.patch({"cpp.vec_isa_ok": False}):
+        stopped = interrupted(config, digits, root, "resumed", after_state=4)
+        run(config, digits, root, "resumed")
+        return request.param, run(config, digits, root, "uninterrupted"), root / "resumed", stopped
 
 
 def losses(run_dir):
