@@ -58,7 +58,7 @@ from ddpm.config import TrainConfig, check_dataset, experiment_configs
 from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
 from ddpm.metrics import (extract_features, feature_statistics, frechet_distance, load_extractor,
                           reference_statistics, train_classifier)
-from ddpm.sampling import generate
+from ddpm.sampling import generate, sampler_arguments
 from ddpm.training import build_model, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,10 +168,9 @@ def run_project(config: TrainConfig, sampling: dict, images: torch.Tensor, budge
         epochs = max(1, round(budget / calibration[BUDGET_KEY[clock]]))
         model, result = train_project(dataclasses.replace(config, epochs=epochs, checkpoint_epochs=[]), images,
                                       Path(tmp) / "budget")
-    steps = sampling["ddim_steps"] if sampling["sampler"] == "ddim" else None
     start = time.perf_counter()
-    samples = generate(model.eval(), num_samples, steps, sampling["seed"], sampling["batch_size"], "cpu",
-                       eta=sampling.get("ddim_eta", 0.0))
+    samples = generate(model.eval(), num_samples, seed=sampling["seed"], batch_size=sampling["batch_size"], device="cpu",
+                       **sampler_arguments(sampling))
     result["sample_seconds"] = time.perf_counter() - start
     result["calibration_epoch_seconds"] = calibration[BUDGET_KEY[clock]]
     result["fid"] = fid(samples)

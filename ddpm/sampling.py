@@ -20,6 +20,14 @@ def load_model(checkpoint_path: str | Path, device: torch.device | str = "cpu") 
     return model.to(device).eval()
 
 
+def sampler_arguments(sampling: dict) -> dict:
+    """`generate`'s `steps` and `eta` for a config's `sampling` section: DDIM's `ddim_steps` and `ddim_eta`, or
+    the ancestral sampler."""
+    if sampling["sampler"] == "ddim":
+        return {"steps": sampling["ddim_steps"], "eta": sampling["ddim_eta"]}
+    return {"steps": None, "eta": 0.0}
+
+
 def generate(
     model: DiffusionModel,
     num_samples: int,

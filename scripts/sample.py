@@ -2,7 +2,7 @@
 
 import torch
 
-from ddpm.sampling import sample_checkpoint
+from ddpm.sampling import sample_checkpoint, sampler_arguments
 from ddpm.workflow import logged_to, print_environment, save_array
 
 with logged_to(snakemake.log[0]):
@@ -12,10 +12,9 @@ with logged_to(snakemake.log[0]):
     images = sample_checkpoint(
         snakemake.input.checkpoint,
         num_samples=sampling["num_samples"],
-        steps=sampling["ddim_steps"] if sampling["sampler"] == "ddim" else None,
         seed=sampling["seed"],
         batch_size=sampling["batch_size"],
         device=snakemake.params.device,
-        eta=sampling.get("ddim_eta", 0.0),
+        **sampler_arguments(sampling),
     )
     save_array(images.numpy(), snakemake.output.array)

@@ -9,7 +9,7 @@ from torch.optim.swa_utils import AveragedModel
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
-from ddpm.sampling import load_model, sample_checkpoint
+from ddpm.sampling import load_model, sample_checkpoint, sampler_arguments
 from ddpm.training import (CSV_COLUMNS, Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts,
                            lr_factor, run_experiment, train, training_step, warmup_ema)
 from tests.conftest import DEVICES
@@ -117,6 +117,12 @@ def test_sampling_uses_the_ema_weights(digits, tmp_path):
     assert torch.equal(samples, again)
     ddim = sample_checkpoint(run_dir / "checkpoints" / "epoch_2.pt", 5, steps=5, seed=3, device="cpu")
     assert ddim.shape == samples.shape and not torch.equal(ddim, samples)
+
+
+def test_sampler_arguments_follow_the_sampling_section():
+    sampling = {"sampler": "ddim", "ddim_steps": 7, "ddim_eta": 0.5}
+    assert sampler_arguments(sampling) == {"steps": 7, "eta": 0.5}
+    assert sampler_arguments({**sampling, "sampler": "ancestral"}) == {"steps": None, "eta": 0.0}
 
 
 def test_without_ema_sampling_uses_the_raw_weights(digits, tmp_path):
