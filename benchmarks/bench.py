@@ -41,11 +41,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from ddpm.config import TrainConfig
-from ddpm.data import to_model_range
 from ddpm.diffusion import DiffusionModel
 from ddpm.files import atomic_write
 from ddpm.sampling import generate
-from ddpm.training import build_model, epoch_order, resolve_device, train
+from ddpm.training import Batches, build_model, resolve_device, train
 
 PRESETS = {
     "cifar": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="course"),  # the course model
@@ -187,14 +186,11 @@ def project_train_images_per_second(config: TrainConfig, images: torch.Tensor) -
     return len(images) // config.batch_size * config.batch_size / seconds
 
 
-def project_data_epoch(data: torch.Tensor, config: TrainConfig, device: torch.device, memory_format, epoch: int) -> None:
-    """train()'s per-step batch path for one epoch: shuffled order, gather, to device, scale to [-1, 1]."""
-    steps = data.shape[0] // config.batch_size
-    order = epoch_order(data.shape[0], config.seed, epoch)
-    for position in range(steps):
-        batch_index = order[position * config.batch_size:(position + 1) * config.batch_size]
-        x = to_model_range(data[batch_index.to(data.device)].to(device, non_blocking=True))
-        x.contiguous(memory_format=memory_format)
+def project_data_epoch(batches: Batches, epoch: int) -> None:
+    """train()'s per-step batch path (ddpm.training.Batches) for one epoch, from 0: shuffled order, gather, to the
+    device, scale to [-1, 1]."""
+    for step in range(epoch * batches.steps_per_epoch, (epoch + 1) * batches.steps_per_epoch):
+        batches(step)
 
 
 # ---------------------------------------------------------------- the measurements
@@ -223,15 +219,14 @@ def bench_training(args, config: TrainConfig, images: torch.Tensor, device: torc
 
 
 def bench_data_path(args, config: TrainConfig, images: torch.Tensor, device: torch.device) -> dict:
-    cuda = device.type == "cuda"
-    data = images.to(device) if cuda else images  # data_on_device and channels_last are 'auto': on for CUDA
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format  # channels_last: auto
+    batches = Batches(images, config, device, memory_format)  # data_on_device 'auto': the data on the GPU
     loader = baseline_loader(images, args)
-    project_data_epoch(data, config, device, memory_format, 0)  # warm-up
+    project_data_epoch(batches, 0)  # warm-up
     baseline_loader_epoch(loader, device)
     project, baseline = [], []
     for repeat in range(args.repeats):
-        project.append(timed(lambda: project_data_epoch(data, config, device, memory_format, repeat + 1), device))
+        project.append(timed(lambda: project_data_epoch(batches, repeat + 1), device))
         baseline.append(timed(lambda: baseline_loader_epoch(loader, device), device))
     project_rate, baseline_rate = median_rate(len(images), project), median_rate(len(images), baseline)
     return {"project_images_per_second": project_rate, "baseline_images_per_second": baseline_rate,

@@ -236,7 +236,7 @@ class Batches:
                  rank: int = 0, world: int = 1):
         self.data = images.to(device) if _switch(config.data_on_device, device.type == "cuda") else images
         self.device, self.memory_format, self.config = device, memory_format, config
-        self.steps_per_epoch = images.shape[0] // config.batch_size
+        self.steps_per_epoch = _steps_per_epoch(config, images.shape[0], world)
         local_batch = config.batch_size // world
         self.shard = slice(rank * local_batch, (rank + 1) * local_batch)
         self.order, self.order_epoch = None, None
