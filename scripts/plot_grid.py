@@ -6,7 +6,8 @@ from ddpm.plots import add_grid_to_tensorboard, save_grid
 from ddpm.workflow import logged_to, tensorboard_dir
 
 with logged_to(snakemake.log[0]):
-    images = np.load(snakemake.input[0])
-    save_grid(images[: snakemake.params.grid_size], snakemake.output[0], upscale=max(1, 32 // images.shape[-1]))
-    if tensorboard_dir(snakemake) is not None:
-        add_grid_to_tensorboard(images[: snakemake.params.grid_size], tensorboard_dir(snakemake), int(snakemake.wildcards.epoch))
+    images = np.load(snakemake.input[0])[: snakemake.params.grid_size]
+    save_grid(images, snakemake.output[0], upscale=max(1, 32 // images.shape[-1]))
+    board = tensorboard_dir(snakemake)
+    if board is not None:
+        add_grid_to_tensorboard(images, board, int(snakemake.wildcards.epoch))
