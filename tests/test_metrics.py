@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -115,6 +116,29 @@ def test_classifier_takes_any_image_shape():
         model = Classifier(shape[0], 10)
         images = torch.randint(0, 256, (2, *shape), dtype=torch.uint8)
         assert model(images).shape == (2, 128) and model.logits(images).shape == (2, 10)
+
+
+def random_statistics(generator, dim):
+    """A mean and a full-rank covariance with correlated features, as feature_statistics gives them."""
+    factor = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+    return {"mu": torch.randn(dim, generator=generator, dtype=torch.float64), "sigma": factor @ factor.T / dim}
+
+
+def test_frechet_distance_equals_the_matrix_square_root_formula():
+    """Against the formula with an explicit matrix square root (scipy.linalg.sqrtm, as in Heusel et al.'s code), for
+    covariances that do not commute, and against the closed form of two 1-D Gaussians, (m1 - m2)^2 + (s1 - s2)^2."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = random_statistics(generator, 16), random_statistics(generator, 16)
+    assert not torch.allclose(a["sigma"] @ b["sigma"], b["sigma"] @ a["sigma"])
+    root = scipy.linalg.sqrtm(a["sigma"].numpy() @ b["sigma"].numpy()).real
+    expected = ((a["mu"] - b["mu"]).square().sum() + a["sigma"].trace() + b["sigma"].trace()).item() - 2 * np.trace(root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-10)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-10)
+    one_d = [{"mu": torch.tensor([m], dtype=torch.float64), "sigma": torch.tensor([[s * s]], dtype=torch.float64)}
+             for m, s in ((1.0, 2.0), (-0.5, 0.5))]
+    assert frechet_distance(*one_d) == pytest.approx(1.5 ** 2 + 1.5 ** 2, rel=1e-12)
+    with pytest.raises(ValueError, match="feature sizes differ: 16 vs 1"):
+        frechet_distance(a, one_d[0])
 
 
 def test_classifier_fid_sanity(real, classifier_file):
