@@ -19,10 +19,25 @@ def seed():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """One complete local run of the workflow on tests/data/tiny.yaml, shared by the workflow tests."""
+def slurm_run(tmp_path_factory):
+    """The tiny workflow's training half, started on SLURM (tests/slurm.py), or why no cluster could take it."""
+    from tests.slurm import ClusterRun
+
+    workdir = tmp_path_factory.mktemp("slurm")
+    run = ClusterRun(workdir / "slurm", workdir / "slurm.log")
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, request):
+    """One complete local run of the workflow on tests/data/tiny.yaml, shared by the workflow tests. When the SLURM
+    tests are to run, their cluster run starts first: it spends most of its time waiting on the cluster, so it goes
+    on beside this one."""
     from tests.workflow import snakemake
 
+    if any(item.get_closest_marker("slurm") for item in request.session.items):
+        request.getfixturevalue("slurm_run")
     workdir = tmp_path_factory.mktemp("workflow")
     result = snakemake(workdir)
     assert result.returncode == 0, result.output
