@@ -1,4 +1,5 @@
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +30,34 @@ def slurm_run(tmp_path_factory):
     run.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker(worker_id):
+    """Under pytest-xdist the workers share the cores: one torch thread each, so that no thread spins waiting for a
+    core that another worker holds."""
+    if worker_id != "master":
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, request):
-    """One complete local run of the workflow on tests/data/tiny.yaml, shared by the workflow tests. When the SLURM
-    tests are to run, their cluster run starts first: it spends most of its time waiting on the cluster, so it goes
-    on beside this one."""
+def tiny_run(tmp_path_factory, request, worker_id):
+    """One complete local run of the workflow on tests/data/tiny.yaml, shared by the workflow tests.
+
+    Under pytest-xdist the first worker to ask makes it in the folder all workers share, and the others wait for it.
+    In one process, when the SLURM tests are to run, their cluster run starts first: it spends most of its time
+    waiting on the cluster, so it goes on beside this one."""
+    from filelock import FileLock
+
     from tests.workflow import snakemake
 
-    if any(item.get_closest_marker("slurm") for item in request.session.items):
+    if worker_id == "master" and any(item.get_closest_marker("slurm") for item in request.session.items):
         request.getfixturevalue("slurm_run")
-    workdir = tmp_path_factory.mktemp("workflow")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.output
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    workdir, done = shared / "tiny_run", shared / "tiny_run.done"
+    with FileLock(shared / "tiny_run.lock"):
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # what a failed attempt left
+            workdir.mkdir()
+            result = snakemake(workdir)
+            assert result.returncode == 0, result.output
+            done.touch()
     return workdir
