@@ -92,16 +92,6 @@ def _cancel_jobs_in(workdir: Path):
         subprocess.run(["scancel", *ids], timeout=15, check=False)
 
 
-def _wait(proc: subprocess.Popen, deadline: float, workdir: Path) -> int:
-    try:
-        return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        _cancel_jobs_in(workdir)
-        return -9
-
-
 def tail(path: Path, n=60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else "(no log)"
 
@@ -125,7 +115,11 @@ class ClusterRun:
 
     def wait(self) -> int:
         """The run's exit code; -9 if it ran past TIMEOUT and was killed (with its cluster jobs)."""
-        return _wait(self.process, self.deadline, self.workdir)
+        try:
+            return self.process.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return -9
 
     def stop(self):
         """Leave no snakemake and no cluster job behind (e.g. after Ctrl-C)."""
