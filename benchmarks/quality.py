@@ -8,7 +8,7 @@
 For each budget B (seconds of training), in order, alternating so that load on a shared machine hits both alike:
 
 1. Project: the recipe is the config's `defaults` plus the experiment's overrides, resolved as the workflow
-   resolves them (schema defaults, then ddpm.config.experiment_configs), on the CPU. One epoch of it is timed
+   resolves them (schema defaults, then ddpm.experiments.experiment_configs), on the CPU. One epoch of it is timed
    first (calibration, not counted); then `ddpm.training.train` runs from scratch for round(B / that) epochs,
    and its training seconds are the loss CSV's last `elapsed_seconds` (saving excluded). `--num-samples` images are
    then drawn with `ddpm.sampling.generate` from the EMA weights, with the config's `sampling` sampler, steps,
@@ -54,12 +54,15 @@ import torch.nn.functional as F
 import yaml
 
 from benchmarks.bench import device_name, fmt, write_json
-from ddpm.config import TrainConfig, check_dataset, experiment_configs
+from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
+from ddpm.dataset_info import check_dataset
+from ddpm.experiments import experiment_configs
 from ddpm.metrics import (extract_features, feature_statistics, frechet_distance, load_extractor,
                           reference_statistics, train_classifier)
+from ddpm.models import build_model
 from ddpm.sampling import generate, sampler_arguments
-from ddpm.training import build_model, train
+from ddpm.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -107,7 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_recipe(config_path: str | Path, experiment: str | None) -> tuple[str, TrainConfig, dict]:
     """(experiment name, its TrainConfig on the CPU, the sampling section), resolved as the Snakefile does:
-    the schema's defaults filled in by Snakemake's validate(), then ddpm.config.experiment_configs."""
+    the schema's defaults filled in by Snakemake's validate(), then ddpm.experiments.experiment_configs."""
     from snakemake.utils import validate
 
     with open(config_path) as f:

@@ -2,7 +2,7 @@
 
     from ddpm import DiffusionModel, UNet, DDPMUNet, TrainConfig
 
-The names load lazily (PEP 562), so `import ddpm.config` (the workflow's config checks) needs no torch.
+The names load lazily (PEP 562), so that the workflow's config checks (`ddpm.experiments`) need no torch.
 """
 
 import importlib

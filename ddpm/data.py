@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm.config import check_dataset
+from ddpm.dataset_info import check_dataset
 from ddpm.files import atomic_write
 
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ddpm.config import check_ddpm_unet
+from ddpm.checks import DDPM_GROUPS as GROUPS
+from ddpm.checks import check_ddpm_unet
 
-GROUPS = 32  # GroupNorm groups in every block
 PAPER_TIMESTEPS = 1000  # the paper's T: the network embeds t/T scaled back to 0..1000
 
 

@@ -6,26 +6,15 @@ Training draws t from 1..T and feeds the network t/T.
 """
 
 import math
-import operator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SCHEDULES = ("linear", "cosine")
+from ddpm.checks import SCHEDULES, check_choice, check_int
+
 COSINE_OFFSET = 0.008  # s of Nichol & Dhariwal 2021, eq. 17
 MAX_BETA = 0.999  # their clip on beta_t near t = T, where alpha_bar_t / alpha_bar_{t-1} goes to 0
-
-
-def _integer(value, requirement: str, high: float = math.inf) -> int:
-    """`value` as an int in [1, high] (NumPy integers too, bools not), else ValueError(requirement)."""
-    try:
-        integer = operator.index(value)
-    except TypeError:
-        integer = None
-    if isinstance(value, bool) or integer is None or not 1 <= integer <= high:
-        raise ValueError(f"{requirement}, got {value!r}")
-    return integer
 
 
 def _betas(beta1: float, beta2: float, num_timesteps: int, schedule: str) -> torch.Tensor:
@@ -51,9 +40,8 @@ def get_schedules(
     from f(t)/f(0) only at t = T. The sampling coefficient (1 - alpha_t) / sqrt(1 - alpha_bar_t), 0/0 at
     t = 0 and never used there, is set to 0.
     """
-    num_timesteps = _integer(num_timesteps, "num_timesteps must be an integer >= 1")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    num_timesteps = check_int("num_timesteps", num_timesteps, minimum=1)
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule == "linear" and not (0.0 < beta1 < beta2 < 1.0):
         raise ValueError(f"betas must satisfy 0 < beta1 < beta2 < 1, got ({beta1!r}, {beta2!r})")
     betas = _betas(beta1, beta2, num_timesteps, schedule)
@@ -131,8 +119,7 @@ class DiffusionModel(nn.Module):
         """Draw samples in [-1, 1]: Algorithm 2 over all T steps, or DDIM over `steps` steps with noise scale
         `eta` (0: deterministic; 1: ancestral sampling on the shorter chain)."""
         if steps is not None:
-            steps = _integer(steps, f"DDIM steps must be an integer in [1, {self.num_timesteps}]",
-                             high=self.num_timesteps)
+            steps = check_int("DDIM steps", steps, minimum=1, maximum=self.num_timesteps)
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"DDIM eta must be in [0, 1], got {eta!r}")
         x = torch.randn(num_samples, *size, device=device, generator=generator)  # x_T ~ N(0, I)

@@ -27,6 +27,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def write_csv(frame, path: str | Path) -> Path:
+    """A pandas DataFrame as CSV, without its index, written atomically."""
+    return atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
+
+
 def publish(source: str | Path, target: str | Path) -> Path:
     """Copy `source` to `target` atomically."""
     with open(source, "rb") as f:

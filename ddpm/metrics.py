@@ -25,11 +25,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
+from ddpm.checks import EXTRACTORS, check_choice
 from ddpm.data import load_dataset, to_model_range
 from ddpm.files import atomic_write
-from ddpm.training import resolve_device
+from ddpm.models import resolve_device
 
-EXTRACTORS = ("classifier", "inception")
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_SIZE = 299
@@ -37,8 +37,7 @@ INCEPTION_SIZE = 299
 
 def check_extractor(name: str) -> str:
     """`name` if it is a known extractor, else a ValueError naming the allowed ones."""
-    if name not in EXTRACTORS:
-        raise ValueError(f"evaluation.extractor must be one of {list(EXTRACTORS)}, got {name!r}")
+    check_choice("evaluation.extractor", name, EXTRACTORS)
     return name
 
 

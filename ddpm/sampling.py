@@ -8,7 +8,7 @@ from ddpm.checkpoint import load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import to_uint8
 from ddpm.diffusion import DiffusionModel
-from ddpm.training import build_model, resolve_device
+from ddpm.models import build_model, resolve_device
 
 
 def load_model(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> DiffusionModel:

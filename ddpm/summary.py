@@ -10,8 +10,7 @@ from statistics import fmean
 import pandas as pd
 from scipy.stats import ttest_ind
 
-from ddpm.files import atomic_write
-from ddpm.workflow import write_csv
+from ddpm.files import atomic_write, write_csv
 
 SIGNIFICANCE = 0.05  # the p-value below which a lead counts as larger than the seed-to-seed spread
 

@@ -1,30 +1,20 @@
-"""Train a DiffusionModel from a TrainConfig: exact resume, EMA, CSV log, fast path, DDP, stop on a signal.
+"""The training loop and its state: Algorithm 1 of Ho et al. (2020) with an lr schedule, an EMA of the weights,
+a logging window that syncs with the device once per loss row, DDP collectives and a stop on a signal.
 
-In Python:        train(config, images, run_dir, state_dir)
-One GPU or CPU:   python -m ddpm.training --config c.json --data data/cifar10 --run-dir results/x --state-dir results/resume/x
-N GPUs, one node: torchrun --standalone --nproc_per_node=N --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
-                      --shutdown-timeout=300 -m ddpm.training --config c.json ...
-(the workflow does this for an experiment with `gpus: N`; see run_experiment and training_command)
-The resume state holds everything that decides the next step, so a run killed at any moment and
-restarted gives bit-identical weights and loss CSV on the CPU.
-SIGTERM or SIGUSR1 (a time limit, a preemption) stops training at the next loss row, which is the step in
-progress with `log_every: 1`: every process saves one resume state there and exits with code 75
-(EX_TEMPFAIL, "try again"), saying so. The same command run again continues from that step. The ranks
-agree on the stop in the all_reduce that averages the loss for the row, so a GPU step gains no host sync.
+    train(config, images, run_dir, state_dir)
+
+(`python -m ddpm.launch` runs it from the command line and under torchrun; `ddpm.run_files` keeps its files.)
+The resume state holds everything that decides the next step, so a run killed at any moment and restarted gives
+bit-identical weights and loss CSV on the CPU. SIGTERM or SIGUSR1 (a time limit, a preemption) stops training at
+the next loss row, which is the step in progress with `log_every: 1`: every process saves one resume state there
+and `train` raises TrainingInterrupted. The ranks agree on the stop in the all_reduce that averages the loss for
+the row, so a GPU step gains no host sync.
 """
 
 import contextlib
-import csv
-import hashlib
-import io
-import json
 import math
-import os
 import random
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,19 +27,13 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from ddpm.checkpoint import ResumeStore, save_checkpoint
 from ddpm.config import TrainConfig
-from ddpm.ddpm_unet import DDPMUNet
-from ddpm.data import load_dataset, random_hflip, to_model_range
+from ddpm.data import random_hflip, to_model_range
 from ddpm.diffusion import DiffusionModel
-from ddpm.files import atomic_write, publish
-from ddpm.unet import UNet
+from ddpm.models import build_model, resolve_device
+from ddpm.run_files import LossLog, RunFiles
 
-CSV_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-INTERRUPTED_EXIT_CODE = os.EX_TEMPFAIL  # 75, sysexits.h: "a temporary failure; the user is invited to retry"
-# torchrun passes SIGUSR1 on to its workers too, and gives them 5 minutes (not 30 s) to save before it kills them
-TORCHRUN_OPTIONS = ("--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=300")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,36 +42,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class TrainingInterrupted(Exception):
     """SIGTERM or SIGUSR1 stopped training; the resume state holds every step done."""
-
-
-def build_model(config: TrainConfig, channels: int, image_size: int) -> DiffusionModel:
-    """The DiffusionModel around the network `config.architecture` names: the course UNet or the paper's."""
-    if config.architecture == "ddpm":
-        unet = DDPMUNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size,
-                        channel_mult=config.channel_mult, num_res_blocks=config.num_res_blocks,
-                        attention_resolutions=config.attention_resolutions, dropout=config.dropout)
-    else:
-        unet = UNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size)
-    return DiffusionModel(unet, betas=(config.beta1, config.beta2), num_timesteps=config.num_timesteps,
-                          schedule=config.schedule)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device is 'cuda' but no CUDA GPU is visible; use device: auto or cpu")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and dist.is_initialized():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(device)
-
-
-def init_distributed() -> None:
-    """Join the process group torchrun describes (nccl on CUDA, gloo on CPU); no-op without torchrun."""
-    if "RANK" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def make_optimizer(config: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
@@ -123,36 +77,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def rng_state() -> dict:
-    return {
-        "python": random.getstate(),
-        "numpy": _numpy_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(_as_python_state(state["python"]))
-    name, key, position, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state((name, np.asarray(key, dtype=np.uint32), position, has_gauss, cached_gaussian))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _numpy_state() -> tuple:
-    """NumPy's legacy RNG state with its key as a list, so it loads with weights_only=True."""
-    name, key, position, has_gauss, cached_gaussian = np.random.get_state()
-    return name, key.tolist(), position, has_gauss, cached_gaussian
-
-
-def _as_python_state(state):
-    """weights_only loading turns random.getstate()'s tuples into lists; random.setstate needs tuples."""
-    version, internal, gauss = state
-    return version, tuple(internal), gauss
 
 
 @contextlib.contextmanager
@@ -207,9 +131,6 @@ def build_parts(config: TrainConfig, channels: int, image_size: int, device: tor
     channels_last, NHWC tensors; compile, torch.compile's inductor backend generating C++.
     """
     cuda = device.type == "cuda"
-    if cuda:  # TF32 matmuls and convolutions
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     seed_everything(config.seed)
     model = build_model(config, channels, image_size).to(device)
     torch.manual_seed(config.seed + rank)  # same initial weights everywhere, each rank its own noise
@@ -271,34 +192,6 @@ def training_step(parts: Parts, x: torch.Tensor, grad_clip: float | None) -> tup
     return loss.detach(), lr
 
 
-class LossLog:
-    """The per-step CSV, kept beside the resume state while training and truncated on resume."""
-
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
-        rows = []
-        if resume_step and path.exists():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
-        self.file = path.open("a", newline="")
-        self.writer = csv.writer(self.file)
-
-    def append(self, *row) -> None:
-        self.writer.writerow(row)
-
-    def flush(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()
-
-
 class LogWindow:
     """The steps since the last loss row: their loss summed on the device, then, at the row, one all_reduce
     and one host sync that also tell whether any rank was asked to stop, a CSV row and the progress bar."""
@@ -341,85 +234,6 @@ class LogWindow:
         if self.tensorboard is not None:
             for name, value in (("loss", mean_loss), ("lr", lr), ("images_per_second", images_per_second)):
                 self.tensorboard.add_scalar(name, value, step)
-
-
-class RunFiles:
-    """One run's files. While it trains they live in `state_dir` (resume states, the growing loss CSV, the
-    epoch checkpoints), so a workflow manager that deletes a failed job's outputs loses nothing; at the end
-    they are published to `run_dir`. Rank 0 writes; every rank reads the resume state."""
-
-    def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path, state_dir: Path, rank: int, world: int):
-        self.config, self.run_dir, self.state_dir, self.rank, self.world = config, run_dir, state_dir, rank, world
-        self.channels, self.image_size = images.shape[1], images.shape[-1]
-        self.fingerprint = _fingerprint(config, images)
-        self.store = ResumeStore(state_dir, keep=config.keep_states)
-        self.loss_log = None
-
-    def resume(self, parts: Parts, log: Callable[[str], object]) -> tuple[int, float]:
-        """Load the newest usable resume state into `parts`; returns its (step, elapsed seconds), (0, 0.0) without one.
-
-        A state of another config or dataset, or of another number of processes (whose RNG states do not
-        fit this run), is reported and removed, and training starts from scratch.
-        """
-        state = self.store.latest(log)
-        unusable = None
-        if state is not None and state["fingerprint"] != self.fingerprint:
-            unusable = "belongs to another config or dataset"
-        elif state is not None and state.get("world_size") != self.world:
-            unusable = (f"was saved by {state.get('world_size')} processes but this run has {self.world} "
-                        "(a resume needs the same number)")
-        if unusable:
-            log(f"resume state in {self.state_dir} {unusable}; starting from scratch")
-            if self.rank == 0:
-                self.store.clear()
-            state = None
-        step, elapsed = (state["step"], state["elapsed_seconds"]) if state is not None else (0, 0.0)
-        if state is not None:
-            parts.model.load_state_dict(state["model"])
-            if parts.ema is not None:
-                parts.ema.load_state_dict(state["ema"])
-            parts.optimizer.load_state_dict(state["optimizer"])
-            parts.scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"][self.rank])
-        self.loss_log = LossLog(self.state_dir / "losses.csv", step) if self.rank == 0 else None
-        return step, elapsed
-
-    def save_state(self, parts: Parts, step: int, elapsed: float) -> None:
-        """The resume state after `step`, with every rank's RNG state, once the loss rows up to it are on disk."""
-        rng = [None] * self.world
-        if dist.is_initialized():
-            dist.all_gather_object(rng, rng_state())
-        else:
-            rng[0] = rng_state()
-        if self.rank == 0:
-            self.loss_log.flush()
-            self.store.save({
-                "fingerprint": self.fingerprint, "world_size": self.world, "step": step, "elapsed_seconds": elapsed,
-                "model": parts.model.state_dict(), "ema": parts.ema.state_dict() if parts.ema is not None else None,
-                "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(), "rng": rng,
-            }, step)
-
-    def save_epoch_checkpoint(self, parts: Parts, epoch: int, step: int) -> None:
-        if self.rank == 0:
-            save_checkpoint({
-                "config": self.config.to_dict(), "channels": self.channels, "image_size": self.image_size,
-                "epoch": epoch, "step": step, "model": parts.model.state_dict(),
-                "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
-            }, self.state_dir / "checkpoints" / f"epoch_{epoch}.pt")
-
-    def publish(self) -> None:
-        """Copy the loss CSV and the epoch checkpoints to run_dir atomically, then remove state_dir."""
-        self.close()
-        if self.rank == 0:
-            for epoch in self.config.checkpoint_epochs:
-                checkpoint = Path("checkpoints") / f"epoch_{epoch}.pt"
-                publish(self.state_dir / checkpoint, self.run_dir / checkpoint)
-            publish(self.state_dir / "losses.csv", self.run_dir / "losses.csv")
-            shutil.rmtree(self.state_dir)
-
-    def close(self) -> None:
-        if self.loss_log is not None:
-            self.loss_log.close()
 
 
 def train(
@@ -509,84 +323,8 @@ def _interrupted_message(signals: list[int], step: int, epoch: int, state_dir: P
             f"{state_dir}, and running the same command again resumes from step {step}")
 
 
-def training_command(config_file: str | Path, data_dir: str | Path, run_dir: str | Path, state_dir: str | Path,
-                     processes: int = 1, tensorboard_dir: str | Path | None = None) -> list[str]:
-    """`python -m ddpm.training ...`, under torchrun (with TORCHRUN_OPTIONS) when it runs in several processes."""
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *TORCHRUN_OPTIONS]
-    return [*launcher, "-m", "ddpm.training", *_arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir)]
-
-
-def run_experiment(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, state_dir: str | Path,
-                   tensorboard_dir: str | Path | None = None) -> None:
-    """Train one experiment: in this process, or with `config.gpus` processes under torchrun (DDP), whose
-    output is copied into this process's sys.stdout (the job log). run_dir/train_config.json, which the
-    processes read, is removed however training ends."""
-    run_dir = Path(run_dir)
-    config_file = atomic_write(run_dir / "train_config.json", lambda f: f.write(json.dumps(config.to_dict()).encode()))
-    try:
-        if config.gpus > 1:
-            _run_copying_output(training_command(config_file, data_dir, run_dir, state_dir, config.gpus, tensorboard_dir))
-        else:
-            main(_arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir))
-    finally:
-        config_file.unlink(missing_ok=True)
-
-
-def _arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir=None) -> list[str]:
-    arguments = ["--config", str(config_file), "--data", str(data_dir), "--run-dir", str(run_dir), "--state-dir", str(state_dir)]
-    return arguments + (["--tensorboard-dir", str(tensorboard_dir)] if tensorboard_dir is not None else [])
-
-
-def _run_copying_output(command: list[str]) -> None:
-    """Run `command`, copying its stdout and stderr into sys.stdout as they come (progress bars included)
-    and passing SIGTERM and SIGUSR1 on to it; CalledProcessError if it fails."""
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
-        with signals_handled(process.send_signal):
-            for line in io.TextIOWrapper(process.stdout, errors="replace", newline=""):  # "\r" ends a line too
-                sys.stdout.write(line)
-                sys.stdout.flush()
-    if process.returncode:
-        raise subprocess.CalledProcessError(process.returncode, command)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m ddpm.training --config C.json --data DIR --run-dir DIR --state-dir DIR (what torchrun runs)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a JSON file of TrainConfig fields")
-    parser.add_argument("--data", required=True, help="a prepared dataset folder (ddpm.data.prepare_dataset)")
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--tensorboard-dir", help="write TensorBoard event files of the loss rows there")
-    args = parser.parse_args(argv)
-    config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
-    init_distributed()
-    try:
-        train(config, load_dataset(args.data)[0], args.run_dir, args.state_dir, log=lambda m: print(m, flush=True),
-              tensorboard_dir=args.tensorboard_dir)
-    except TrainingInterrupted as interrupted:
-        print(interrupted, file=sys.stderr, flush=True)
-        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def _switch(value: str, cuda: bool) -> bool:
     """'auto' means on for CUDA, off for the CPU."""
     return value == "on" or (value == "auto" and cuda)
 
 
-def _fingerprint(config: TrainConfig, images: torch.Tensor) -> str:
-    """Identifies what a resume state belongs to: the config's computing fields and the data."""
-    digest = hashlib.sha256(config.fingerprint().encode())
-    digest.update(str(tuple(images.shape)).encode())
-    digest.update(images.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-if __name__ == "__main__":
-    main()

@@ -8,8 +8,9 @@ Residual 3-conv blocks with GroupNorm(8), three down and three up levels, and a 
 import torch
 import torch.nn as nn
 
-GROUPS = 8  # GroupNorm groups in every block
-SUPPORTED_IMAGE_SIZES = tuple(2**k for k in range(3, 9))  # 8, 16, ..., 256
+from ddpm.checks import COURSE_GROUPS as GROUPS
+from ddpm.checks import COURSE_IMAGE_SIZES as SUPPORTED_IMAGE_SIZES
+from ddpm.checks import check_course_unet
 
 
 class ConvBlock(nn.Module):
@@ -79,13 +80,7 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, hidden_size: int = 128, image_size: int = 32):
         super().__init__()
-        if not isinstance(hidden_size, int) or hidden_size <= 0 or hidden_size % GROUPS:
-            raise ValueError(
-                f"hidden_size must be a positive multiple of {GROUPS} (GroupNorm uses {GROUPS} groups), "
-                f"got {hidden_size!r}"
-            )
-        if image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
+        check_course_unet(hidden_size, image_size)
         h = hidden_size
         self.in_channels, self.out_channels, self.hidden_size = in_channels, out_channels, hidden_size
         self.image_size = image_size

@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from ddpm.config import TrainConfig
-from ddpm.files import atomic_write
+from ddpm.files import atomic_write, write_csv
 
 
 @contextlib.contextmanager
@@ -24,10 +24,6 @@ def logged_to(log_path: str | Path):
         except BaseException:
             traceback.print_exc(file=log)
             raise
-
-
-def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
 
 
 def aggregate_losses(loss_csvs: dict[tuple[str, int], str | Path], out: str | Path) -> pd.DataFrame:
@@ -47,6 +43,15 @@ def aggregate_metrics(metric_jsons: dict[tuple[str, int], list[str | Path]], out
     frame = _run_columns_first(pd.DataFrame(rows)).sort_values(["experiment", "seed", "epoch"], ignore_index=True)
     write_csv(frame, out)
     return frame
+
+
+def run_of(path: str | Path) -> tuple[str, int | None]:
+    """The run and sample epoch a run's file belongs to, from its name: results/<run>/losses.csv gives (run, None),
+    results/<run>/<kind>/epoch_<E>.<ext> gives (run, E)."""
+    path = Path(path)
+    if path.name == "losses.csv":
+        return path.parent.name, None
+    return path.parent.parent.name, int(path.stem.removeprefix("epoch_"))
 
 
 def _run_columns_first(frame: pd.DataFrame) -> pd.DataFrame:

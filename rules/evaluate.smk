@@ -1,7 +1,7 @@
 # FID of each run's samples against the dataset (ddpm.metrics; Heusel et al. 2017).
 # config["evaluation"]: extractor ("classifier": a small CNN trained once on the dataset's labels, or "inception":
 # the standard FID InceptionV3) and num_reference (how many dataset images the reference statistics use; null: all).
-# Uses DATA, GPUS and RUNS from the Snakefile; conda: and script: paths are relative to this file.
+# Uses DATA, GPUS and RUNS from rules/common.smk; conda: and script: paths are relative to this file.
 
 EVAL_EXTRACTOR = config["evaluation"]["extractor"]
 EVAL_CLASSIFIER = "results/reference/classifier.pt"

@@ -1,7 +1,7 @@
 """All runs' loss CSVs as one long table (ddpm.workflow.aggregate_losses)."""
 
-from ddpm.workflow import aggregate_losses, logged_to
+from ddpm.workflow import aggregate_losses, logged_to, run_of
 
 with logged_to(snakemake.log[0]):
-    runs = map(tuple, snakemake.params.runs)  # (experiment, seed) of each input, in order
-    aggregate_losses(dict(zip(runs, snakemake.input)), snakemake.output[0])
+    runs = snakemake.params.runs  # run name -> (experiment, seed)
+    aggregate_losses({tuple(runs[run_of(path)[0]]): path for path in snakemake.input}, snakemake.output[0])

@@ -1,8 +1,10 @@
 """All runs' metric JSONs as one table (ddpm.workflow.aggregate_metrics)."""
 
-from ddpm.workflow import aggregate_metrics, logged_to
+from ddpm.workflow import aggregate_metrics, logged_to, run_of
 
 with logged_to(snakemake.log[0]):
-    metrics = iter(snakemake.input)  # expand() order: run-major, then epoch
-    runs = map(tuple, snakemake.params.runs)  # (experiment, seed) of each run, in order
-    aggregate_metrics({run: [next(metrics) for _ in snakemake.params.epochs] for run in runs}, snakemake.output[0])
+    runs = snakemake.params.runs  # run name -> (experiment, seed)
+    metrics = {}
+    for path in snakemake.input:
+        metrics.setdefault(tuple(runs[run_of(path)[0]]), []).append(path)
+    aggregate_metrics(metrics, snakemake.output[0])

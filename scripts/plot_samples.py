@@ -1,10 +1,12 @@
 """Each experiment's sample grids across the sample epochs (ddpm.plots.plot_sample_montage)."""
 
 from ddpm.plots import plot_sample_montage
-from ddpm.workflow import logged_to
+from ddpm.workflow import logged_to, run_of
 
 with logged_to(snakemake.log[0]):
-    epochs = snakemake.params.epochs
-    grids = iter(snakemake.input)  # expand() order: experiment-major, then epoch
-    montage = {name: {epoch: next(grids) for epoch in epochs} for name in snakemake.params.experiments}
+    experiments = snakemake.params.runs  # the run shown -> its experiment
+    montage = {}
+    for path in snakemake.input:
+        run, epoch = run_of(path)
+        montage.setdefault(experiments[run], {})[epoch] = path
     plot_sample_montage(montage, snakemake.params.labels, snakemake.output[0])

@@ -1,11 +1,11 @@
-"""Train one run (ddpm.training.run_experiment) and record its resolved config."""
+"""Train one run (ddpm.launch.run_experiment) and record its resolved config."""
 
 from pathlib import Path
 
 import torch
 
 from ddpm.config import TrainConfig
-from ddpm.training import run_experiment
+from ddpm.launch import run_experiment
 from ddpm.workflow import logged_to, print_environment, tensorboard_dir, write_resolved_config
 
 with logged_to(snakemake.log[0]):

@@ -8,7 +8,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset
-from ddpm.training import build_model, init_distributed, make_optimizer, train
+from ddpm.launch import init_distributed
+from ddpm.models import build_model
+from ddpm.training import make_optimizer, train
 
 
 def flat_weights(model):

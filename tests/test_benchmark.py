@@ -81,7 +81,7 @@ def test_benchmark_of_the_paper_unet_times_the_same_network_on_both_sides(bench,
     config = results["config"]["project_train_config"]
     assert (config["architecture"], config["channel_mult"], config["attention_resolutions"]) == ("ddpm", [1, 2, 2, 2], [16])
     assert results["training"]["ratio"] > 0 and results["sampling"]["ratio"] > 0
-    from ddpm.training import build_model
+    from ddpm.models import build_model
 
     network = type(build_model(TrainConfig.from_dict(config), 3, 32).eps_model).__name__
     assert network == "DDPMUNet"

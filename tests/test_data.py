@@ -63,7 +63,7 @@ def test_folder_errors_name_the_problem(tmp_path, setup, kwargs, message):
 
 
 def test_unknown_dataset(tmp_path):
-    with pytest.raises(ValueError, match=r"dataset.name must be one of \('digits', 'cifar10', 'folder'\)"):
+    with pytest.raises(ValueError, match=r"dataset.name must be one of \['digits', 'cifar10', 'folder'\]"):
         data.prepare_dataset("mnist", tmp_path)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ddpm.config import check_ddpm_unet
+from ddpm.checks import check_ddpm_unet
 from ddpm.ddpm_unet import AttentionBlock, DDPMUNet, ResidualBlock
 from ddpm.diffusion import DiffusionModel
 from ddpm.sampling import generate

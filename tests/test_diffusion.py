@@ -114,7 +114,7 @@ def test_bad_schedule_is_refused(betas, steps, message):
 
 @pytest.mark.parametrize("schedule", ["quadratic", "Linear", None])
 def test_unknown_schedule_is_refused(schedule):
-    with pytest.raises(ValueError, match=r"schedule must be one of \('linear', 'cosine'\), got"):
+    with pytest.raises(ValueError, match=r"schedule must be one of \['linear', 'cosine'\], got"):
         DiffusionModel(Recorder(), num_timesteps=10, schedule=schedule)
 
 

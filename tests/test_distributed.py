@@ -16,7 +16,9 @@ import torch
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
-from ddpm.training import RunFiles, build_parts, run_experiment, training_command
+from ddpm.launch import run_experiment, training_command
+from ddpm.run_files import RunFiles
+from ddpm.training import build_parts
 from tests.test_training import interrupted
 from tests.workflow import ONE_THREAD_ENV, ROOT
 
@@ -138,7 +140,7 @@ def assert_stopped_together(output, signal_name, store):
     return step
 
 
-RUN_EXPERIMENT = ("import json, sys; from ddpm.config import TrainConfig; from ddpm.training import run_experiment; "
+RUN_EXPERIMENT = ("import json, sys; from ddpm.config import TrainConfig; from ddpm.launch import run_experiment; "
                   "run_experiment(TrainConfig(**json.loads(sys.argv[1])), *sys.argv[2:])")
 
 

@@ -14,7 +14,8 @@ from ddpm.data import load_dataset, prepare_dataset
 from ddpm.metrics import (Classifier, evaluate_samples, extract_features, feature_statistics, frechet_distance,
                           load_extractor, reference_statistics, tf_bilinear_resize, train_classifier)
 from ddpm.sampling import generate
-from ddpm.training import build_model, train
+from ddpm.models import build_model
+from ddpm.training import train
 
 ROW_KEYS = {"experiment", "epoch", "fid", "extractor", "num_samples", "num_reference"}
 

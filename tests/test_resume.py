@@ -13,7 +13,7 @@ import pytest
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.data import prepare_dataset
-from ddpm.training import INTERRUPTED_EXIT_CODE, training_command
+from ddpm.launch import INTERRUPTED_EXIT_CODE, training_command
 from tests.workflow import ONE_THREAD_ENV, finish, snakemake, start_snakemake, tiny_config
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ddpm.config import RESULTS_ENTRIES
+from ddpm.experiments import RESULTS_ENTRIES
 from tests.workflow import finish, snakemake, start_snakemake, tiny_config
 
 SEEDS = [0, 1]

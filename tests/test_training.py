@@ -10,8 +10,10 @@ from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
 from ddpm.sampling import load_model, sample_checkpoint, sampler_arguments
-from ddpm.training import (CSV_COLUMNS, Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts,
-                           lr_factor, run_experiment, train, training_step, warmup_ema)
+from ddpm.launch import run_experiment
+from ddpm.run_files import CSV_COLUMNS
+from ddpm.training import (Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts, lr_factor, train,
+                           training_step, warmup_ema)
 from tests.conftest import DEVICES
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
@@ -290,8 +292,8 @@ def test_run_experiment_removes_its_config_file_however_training_ends(digits, tm
         assert (run_dir / "train_config.json").exists()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ddpm.training.train", interrupted_by_the_user)
-    monkeypatch.setattr("ddpm.training.load_dataset", lambda path: (digits, None))
+    monkeypatch.setattr("ddpm.launch.train", interrupted_by_the_user)
+    monkeypatch.setattr("ddpm.launch.load_dataset", lambda path: (digits, None))
     with pytest.raises(KeyboardInterrupt):
         run_experiment(tiny(), tmp_path / "data", run_dir, tmp_path / "state")
     assert not (run_dir / "train_config.json").exists()

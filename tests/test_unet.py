@@ -29,7 +29,7 @@ def test_hidden_size_groupnorm_cannot_divide(hidden_size):
 
 
 def test_unsupported_image_size():
-    with pytest.raises(ValueError, match=r"image_size must be one of \(8, 16, 32, 64, 128, 256\)"):
+    with pytest.raises(ValueError, match=r"image_size must be one of \[8, 16, 32, 64, 128, 256\]"):
         UNet(3, 3, hidden_size=8, image_size=24)
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from ddpm.workflow import run_of
 from tests.workflow import ROOT, TINY, finish, snakemake, start_snakemake, tiny_config
 
 EXPERIMENTS = ("base", "lr_high")
@@ -183,6 +184,15 @@ def test_loss_plot_builds_only_what_it_needs(tmp_path):
         assert f"rule {rule}:" in result.output
     for rule in ("sample", "evaluate", "plot_samples", "reference_stats"):
         assert f"rule {rule}:" not in result.output
+
+
+@pytest.mark.parametrize("path, run, epoch", [
+    ("results/base.lr-0.001.seed-2/losses.csv", "base.lr-0.001.seed-2", None),
+    ("results/base/metrics/epoch_10.json", "base", 10),
+    ("results/lr_high/samples/epoch_2.png", "lr_high", 2),
+])
+def test_a_run_file_is_matched_to_its_run_by_name(path, run, epoch):
+    assert run_of(path) == (run, epoch)
 
 
 def test_lint_is_clean(tmp_path):

@@ -1,0 +1,268 @@
+"""The workflow's half of the config: checks that need the dataset or the sampling and evaluation sections, and
+the expansion of experiments x sweep x seeds into runs, with the labels the plots give them. No torch, so that
+the Snakefile loads in a second.
+"""
+
+import dataclasses
+import itertools
+import json
+import re
+from dataclasses import dataclass
+
+import yaml
+
+from ddpm.checks import SAMPLERS, check_choice, check_ddpm_unet, check_int
+from ddpm.config import TrainConfig
+from ddpm.dataset_info import DatasetInfo
+
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DDPM_UNET_FIELDS = ("channel_mult", "num_res_blocks", "attention_resolutions", "dropout")  # architecture ddpm only
+# what the workflow keeps in results/ beside the run folders: no run may take one of these names
+RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
+                   "summary.html", "report.html")
+
+
+def check_evaluation(dataset: DatasetInfo, evaluation: dict) -> None:
+    """The classifier extractor learns from labels, which a folder of images does not have; the reference
+    statistics cannot use more images than the dataset holds."""
+    if evaluation.get("extractor") == "classifier" and dataset.name == "folder":
+        raise ValueError("evaluation.extractor 'classifier' needs a labelled dataset (digits, cifar10); "
+                         "use 'inception' for dataset 'folder'")
+    num_reference = evaluation.get("num_reference")
+    if num_reference is not None and num_reference > dataset.num_images:
+        raise ValueError(f"evaluation.num_reference ({num_reference}) is larger than the dataset ({dataset.name}, "
+                         f"{dataset.num_images} images): use 2..{dataset.num_images}, or null for all of them")
+
+
+def check_sampling(sampling: dict, experiments: dict[str, TrainConfig]) -> None:
+    """A known sampler; DDIM runs on a subsequence of each experiment's timesteps (Song et al. 2021), so at most T
+    of them."""
+    check_choice("sampling.sampler", sampling["sampler"], SAMPLERS)
+    if sampling["sampler"] != "ddim":
+        return
+    for name, config in experiments.items():
+        if sampling["ddim_steps"] > config.num_timesteps:
+            raise ValueError(
+                f"sampling.ddim_steps ({sampling['ddim_steps']}) is larger than the num_timesteps ({config.num_timesteps}) "
+                f"of experiment {name!r}: DDIM takes 1..num_timesteps steps, so use at most "
+                f"{min(c.num_timesteps for c in experiments.values())}, or sampler: ancestral"
+            )
+
+
+def sample_settings(sampling: dict, epoch: int, last_epoch: int) -> dict:
+    """What changes the samples of one epoch (not grid_size; ddim_steps and ddim_eta only for DDIM), in a fixed key
+    order: the sample jobs' params, so that changing anything else reruns none of them. `num_samples` is
+    `num_samples_early` before the last sample epoch, when that is set."""
+    changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
+    if sampling["sampler"] == "ddim":
+        changes_samples += ["ddim_steps", "ddim_eta"]
+    settings = {key: sampling[key] for key in sorted(changes_samples)}
+    if epoch < last_epoch and sampling.get("num_samples_early") is not None:
+        settings["num_samples"] = sampling["num_samples_early"]
+    return settings
+
+
+def check_tensorboard(enabled: bool) -> None:
+    """`tensorboard: true` needs the tensorboard package, which is an optional extra."""
+    import importlib.util
+
+    if enabled and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError('tensorboard: true needs the tensorboard package: pip install -e ".[tensorboard]" '
+                         "(or set tensorboard: false)")
+
+
+def check_gpus(gpus: dict[str, int], available: int | None) -> None:
+    """Refuse an experiment whose training job asks for more GPUs than the run may use (`--resources gpu=N`):
+    Snakemake would shrink the request to N while torchrun still started one process per configured GPU."""
+    if available is None:
+        return
+    for name, count in gpus.items():
+        if count > available:
+            raise ValueError(f"experiment {name!r} trains on gpus: {count} but --resources gpu={available} lets a "
+                             f"job use {available}: give --resources gpu={count} (or more), or set its gpus to "
+                             f"at most {available}")
+
+
+def check_experiment_name(name: str) -> str:
+    """Experiment names become paths: letters, digits, '_', '-', '.' only, no leading dot."""
+    if not isinstance(name, str) or not EXPERIMENT_NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"experiment name {name!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit (no spaces, path separators, '..' or shell characters)"
+        )
+    return name
+
+
+def experiment_configs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, TrainConfig]:
+    """One TrainConfig per experiment: `defaults`, then the experiment's overrides, checkpointing
+    at every `sample_epochs` entry, checked against the dataset. Raises ValueError naming the experiment and the field."""
+    sample_epochs = workflow_config["sample_epochs"]
+    experiments = {}
+    for name, overrides in workflow_config["experiments"].items():
+        check_experiment_name(name)
+        values = {**workflow_config.get("defaults", {}), **(overrides or {})}
+        epochs = values.get("epochs", TrainConfig.epochs)
+        beyond = [e for e in sample_epochs if isinstance(epochs, int) and e > epochs]
+        if beyond:
+            raise ValueError(f"experiment {name!r}: sample_epochs {beyond} are beyond its epochs ({epochs})")
+        try:
+            config = TrainConfig.from_dict({**values, "checkpoint_epochs": list(sample_epochs)})
+            _check_against_dataset(config, dataset)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"experiment {name!r}: {error}") from None
+        experiments[name] = config
+    return experiments
+
+
+def _check_against_dataset(config: TrainConfig, dataset: DatasetInfo) -> None:
+    if config.batch_size > dataset.num_images:
+        raise ValueError(f"batch_size ({config.batch_size}) is larger than the dataset ({dataset.name}, "
+                         f"{dataset.num_images} images): use 1..{dataset.num_images}")
+    if config.architecture == "ddpm":
+        check_ddpm_unet(config.hidden_size, dataset.image_size, config.channel_mult, config.num_res_blocks,
+                        config.attention_resolutions, config.dropout)
+
+
+def yaml_config_overrides(entries: list[str]) -> dict:
+    """The `--config KEY=VALUE` entries whose VALUE is a YAML list, mapping or boolean, read with YAML's types
+    (Snakemake reads list items as strings, `sample_epochs=[10]` giving ['10'], and `true` as a string)."""
+    overrides = {}
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, (list, dict, bool)):
+            overrides[key] = parsed
+    return overrides
+
+
+def differing_fields(configs: dict[str, TrainConfig]) -> list[str]:
+    """The fields whose values are not the same in every config (what the experiments compare)."""
+    dicts = [c.to_dict() for c in configs.values()]
+    return [k for k in dicts[0] if any(d[k] != dicts[0][k] for d in dicts[1:])] if dicts else []
+
+
+def experiment_labels(configs: dict[str, TrainConfig]) -> dict[str, str]:
+    """'name (lr=0.002, optimizer=adam)': each experiment's name and the values that set it apart (the paper
+    UNet's fields only for experiments that use it)."""
+    differing = differing_fields(configs)
+    labels = {}
+    for name, config in configs.items():
+        shown = [k for k in differing if config.architecture == "ddpm" or k not in DDPM_UNET_FIELDS]
+        values = ", ".join(f"{k}={getattr(config, k)}" for k in shown)
+        labels[name] = f"{name} ({values})" if values else name
+    return labels
+
+
+@dataclass(frozen=True)
+class Run:
+    """One experiment (after sweep expansion) at one seed: one train job, and its folder results/<name>/."""
+
+    name: str
+    experiment: str  # the configured experiment's name and its swept values, e.g. "base.lr-0.0001"
+    parent: str  # the name under `experiments:` it was expanded from
+    seed: int
+    swept: dict  # sweep field -> this run's value; {} without a sweep
+    config: TrainConfig
+
+
+def sweep_fields() -> list[str]:
+    """The experiment fields a sweep may vary: every TrainConfig field but the seed (`seeds:` lists those) and the
+    checkpoint epochs (`sample_epochs:` sets those)."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "checkpoint_epochs")]
+
+
+def check_sweep(sweep: dict) -> None:
+    """Each sweep field is an experiment field with a non-empty list of distinct values."""
+    allowed = sweep_fields()
+    for name, values in sweep.items():
+        if name == "seed":
+            raise ValueError("sweep.seed: list the seeds under `seeds:` (top level) instead of sweeping `seed`")
+        if name not in allowed:
+            raise ValueError(f"sweep field {name!r} is not an experiment field; allowed: {allowed}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep.{name} must be a non-empty list of values, got {values!r}")
+        parts = [_name_part(value) for value in values]
+        repeated = sorted({part for part in parts if parts.count(part) > 1})
+        if repeated:
+            raise ValueError(f"sweep.{name} lists {', '.join(repeated)} more than once")
+
+
+def check_seeds(seeds: list) -> None:
+    """`seeds` is a non-empty list of distinct integers >= 0."""
+    if not isinstance(seeds, list) or not seeds:
+        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    for seed in seeds:
+        check_int("each of seeds", seed, minimum=0)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds lists a seed more than once: {seeds}")
+
+
+def expand_runs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, Run]:
+    """Every experiment crossed with every combination of the `sweep` values, at every seed of `seeds`.
+
+    A run's name is its experiment's, then `.<field>-<value>` for each swept field (in the order of `sweep`), then
+    `.seed-<s>` when `seeds` is given. With neither, each run is one experiment, keeps its name and its `seed`:
+    the layout of a plain config. Each combination is checked as an experiment of its own (`experiment_configs`,
+    against the `dataset`); a name that would stand for two things, or that the workflow uses in results/, is
+    refused. Raises ValueError naming the field, value or name.
+    """
+    sweep = workflow_config.get("sweep") or {}
+    seeds = workflow_config.get("seeds")
+    check_sweep(sweep)
+    if seeds is not None:
+        check_seeds(seeds)
+    combinations = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
+    runs, owners = {}, {}
+    for parent, overrides in workflow_config["experiments"].items():
+        _claim(owners, check_experiment_name(parent), f"experiment {parent!r}")
+        for swept in combinations:
+            experiment = parent + "".join(f".{name}-{_name_part(value)}" for name, value in swept.items())
+            described = f"experiment {parent!r}" + (f" with {_describe(swept)}" if swept else "")
+            config = _swept_config(workflow_config, dataset, parent, {**(overrides or {}), **swept}, swept)
+            _claim(owners, experiment, described)
+            for seed in [config.seed] if seeds is None else seeds:
+                name = experiment if seeds is None else f"{experiment}.seed-{seed}"
+                _claim(owners, name, described if seeds is None else f"{described} at seed {seed}")
+                if name in RESULTS_ENTRIES:
+                    raise ValueError(f"run name {name!r} is taken by the workflow's results/{name}: rename experiment "
+                                     f"{parent!r} (names in use: {', '.join(RESULTS_ENTRIES)})")
+                runs[name] = Run(name, experiment, parent, seed, swept, dataclasses.replace(config, seed=seed))
+    return runs
+
+
+def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:
+    """Each experiment's runs, in the order of `seeds`."""
+    grouped = {}
+    for run in runs.values():
+        grouped.setdefault(run.experiment, []).append(run)
+    return grouped
+
+
+def _swept_config(workflow_config: dict, dataset: DatasetInfo, parent: str, values: dict, swept: dict) -> TrainConfig:
+    """One experiment with its swept values, checked like any configured experiment."""
+    try:
+        return experiment_configs({**workflow_config, "experiments": {parent: values}}, dataset)[parent]
+    except ValueError as error:
+        if not swept:
+            raise
+        raise ValueError(f"sweep {_describe(swept)}: {error}") from None
+
+
+def _name_part(value) -> str:
+    """A swept value as it appears in a run name, safe in a path: YAML's spelling without an exponent's '+'
+    (1e-05, 1e20, true, null), a list's items joined by '_'."""
+    if isinstance(value, list):
+        return "_".join(map(_name_part, value))
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return str(value).replace("+", "")
+
+
+def _describe(swept: dict) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in swept.items())
+
+
+def _claim(owners: dict[str, str], name: str, owner: str) -> None:
+    """Record that `name` stands for `owner`; refuse a name that would stand for two things."""
+    if owners.setdefault(name, owner) != owner:
+        raise ValueError(f"the name {name!r} would stand for both {owners[name]} and {owner}: rename an experiment")

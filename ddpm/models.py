@@ -1,0 +1,34 @@
+"""A DiffusionModel from a TrainConfig, around the network the config names, and the device it runs on."""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from ddpm.config import TrainConfig
+from ddpm.ddpm_unet import DDPMUNet
+from ddpm.diffusion import DiffusionModel
+from ddpm.unet import UNet
+
+
+def build_model(config: TrainConfig, channels: int, image_size: int) -> DiffusionModel:
+    """The DiffusionModel around the network `config.architecture` names: the course UNet or the paper's."""
+    if config.architecture == "ddpm":
+        unet = DDPMUNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size,
+                        channel_mult=config.channel_mult, num_res_blocks=config.num_res_blocks,
+                        attention_resolutions=config.attention_resolutions, dropout=config.dropout)
+    else:
+        unet = UNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size)
+    return DiffusionModel(unet, betas=(config.beta1, config.beta2), num_timesteps=config.num_timesteps,
+                          schedule=config.schedule)
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a config's `device` ("auto": CUDA when there is a GPU); under torchrun, this process's GPU."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device is 'cuda' but no CUDA GPU is visible; use device: auto or cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(device)

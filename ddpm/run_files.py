@@ -1,0 +1,166 @@
+"""One run's files: the rolling resume states (with every process's RNG state), the loss CSV, the epoch
+checkpoints, and their publication to the run folder when training ends."""
+
+import csv
+import hashlib
+import io
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ddpm.checkpoint import ResumeStore, save_checkpoint
+from ddpm.config import TrainConfig
+from ddpm.files import atomic_write, publish
+
+CSV_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds")
+
+
+class LossLog:
+    """The per-step CSV, kept beside the resume state while training and truncated on resume."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        rows = []
+        if resume_step and path.exists():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+        self.file = path.open("a", newline="")
+        self.writer = csv.writer(self.file)
+
+    def append(self, *row) -> None:
+        self.writer.writerow(row)
+
+    def flush(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class RunFiles:
+    """One run's files. While it trains they live in `state_dir` (resume states, the growing loss CSV, the
+    epoch checkpoints), so a workflow manager that deletes a failed job's outputs loses nothing; at the end
+    they are published to `run_dir`. Rank 0 writes; every rank reads the resume state."""
+
+    def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path, state_dir: Path, rank: int, world: int):
+        self.config, self.run_dir, self.state_dir, self.rank, self.world = config, run_dir, state_dir, rank, world
+        self.channels, self.image_size = images.shape[1], images.shape[-1]
+        self.fingerprint = _fingerprint(config, images)
+        self.store = ResumeStore(state_dir, keep=config.keep_states)
+        self.loss_log = None
+
+    def resume(self, parts, log: Callable[[str], object]) -> tuple[int, float]:
+        """Load the newest usable resume state into `parts` (ddpm.training.Parts); returns its (step, elapsed seconds), (0, 0.0) without one.
+
+        A state of another config or dataset, or of another number of processes (whose RNG states do not
+        fit this run), is reported and removed, and training starts from scratch.
+        """
+        state = self.store.latest(log)
+        unusable = None
+        if state is not None and state["fingerprint"] != self.fingerprint:
+            unusable = "belongs to another config or dataset"
+        elif state is not None and state.get("world_size") != self.world:
+            unusable = (f"was saved by {state.get('world_size')} processes but this run has {self.world} "
+                        "(a resume needs the same number)")
+        if unusable:
+            log(f"resume state in {self.state_dir} {unusable}; starting from scratch")
+            if self.rank == 0:
+                self.store.clear()
+            state = None
+        step, elapsed = (state["step"], state["elapsed_seconds"]) if state is not None else (0, 0.0)
+        if state is not None:
+            parts.model.load_state_dict(state["model"])
+            if parts.ema is not None:
+                parts.ema.load_state_dict(state["ema"])
+            parts.optimizer.load_state_dict(state["optimizer"])
+            parts.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"][self.rank])
+        self.loss_log = LossLog(self.state_dir / "losses.csv", step) if self.rank == 0 else None
+        return step, elapsed
+
+    def save_state(self, parts, step: int, elapsed: float) -> None:
+        """The resume state after `step`, with every rank's RNG state, once the loss rows up to it are on disk."""
+        rng = [None] * self.world
+        if dist.is_initialized():
+            dist.all_gather_object(rng, rng_state())
+        else:
+            rng[0] = rng_state()
+        if self.rank == 0:
+            self.loss_log.flush()
+            self.store.save({
+                "fingerprint": self.fingerprint, "world_size": self.world, "step": step, "elapsed_seconds": elapsed,
+                "model": parts.model.state_dict(), "ema": parts.ema.state_dict() if parts.ema is not None else None,
+                "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(), "rng": rng,
+            }, step)
+
+    def save_epoch_checkpoint(self, parts, epoch: int, step: int) -> None:
+        if self.rank == 0:
+            save_checkpoint({
+                "config": self.config.to_dict(), "channels": self.channels, "image_size": self.image_size,
+                "epoch": epoch, "step": step, "model": parts.model.state_dict(),
+                "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
+            }, self.state_dir / "checkpoints" / f"epoch_{epoch}.pt")
+
+    def publish(self) -> None:
+        """Copy the loss CSV and the epoch checkpoints to run_dir atomically, then remove state_dir."""
+        self.close()
+        if self.rank == 0:
+            for epoch in self.config.checkpoint_epochs:
+                checkpoint = Path("checkpoints") / f"epoch_{epoch}.pt"
+                publish(self.state_dir / checkpoint, self.run_dir / checkpoint)
+            publish(self.state_dir / "losses.csv", self.run_dir / "losses.csv")
+            shutil.rmtree(self.state_dir)
+
+    def close(self) -> None:
+        if self.loss_log is not None:
+            self.loss_log.close()
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": _numpy_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_as_python_state(state["python"]))
+    name, key, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> tuple:
+    """NumPy's legacy RNG state with its key as a list, so it loads with weights_only=True."""
+    name, key, position, has_gauss, cached_gaussian = np.random.get_state()
+    return name, key.tolist(), position, has_gauss, cached_gaussian
+
+
+def _as_python_state(state):
+    """weights_only loading turns random.getstate()'s tuples into lists; random.setstate needs tuples."""
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def _fingerprint(config: TrainConfig, images: torch.Tensor) -> str:
+    """Identifies what a resume state belongs to: the config's computing fields and the data."""
+    digest = hashlib.sha256(config.fingerprint().encode())
+    digest.update(str(tuple(images.shape)).encode())
+    digest.update(images.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,44 @@
+# What every stage uses, derived once from the validated config by ddpm.experiments (which checks what the schema
+# cannot: the dataset, the sampling and evaluation sections, the experiments, sweep and seeds):
+#   DATASET, DATA          the dataset as it will be prepared (ddpm.dataset_info.DatasetInfo), and its folder
+#   RUNS, EXPERIMENT_RUNS  run name -> ddpm.experiments.Run; experiment -> its runs, in the order of `seeds`
+#   EXPERIMENTS, LABELS    experiment -> its TrainConfig (at its first seed); -> its label in the plots
+#   SWEEP, SAMPLE_EPOCHS   the config's sweep ({} without one); its sample epochs, sorted
+#   GPUS                   experiment -> the GPUs its training job asks for
+
+
+import re
+
+from ddpm.dataset_info import check_dataset
+from ddpm.experiments import (
+    check_evaluation,
+    check_gpus,
+    check_sampling,
+    check_tensorboard,
+    expand_runs,
+    experiment_labels,
+    experiment_runs,
+)
+
+DATASET = check_dataset(**config["dataset"])
+check_evaluation(DATASET, config["evaluation"])
+# a run is one experiment (after sweep expansion) at one seed: results/<run>/
+RUNS = expand_runs(config, DATASET)
+EXPERIMENT_RUNS = experiment_runs(RUNS)
+EXPERIMENTS = {name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()}
+SWEEP = config.get("sweep") or {}
+check_sampling(config["sampling"], EXPERIMENTS)
+check_tensorboard(config["tensorboard"])
+DATA = f"data/{DATASET.name}"
+SAMPLE_EPOCHS = sorted(config["sample_epochs"])
+LABELS = experiment_labels(EXPERIMENTS)
+# GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
+GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
+# (a cluster job's own snakemake is given --resources for that one job)
+if workflow.is_main_process:
+    check_gpus(GPUS, workflow.global_resources.get("gpu").value)
+
+
+wildcard_constraints:
+    run="|".join(re.escape(name) for name in RUNS),
+    epoch="|".join(str(epoch) for epoch in SAMPLE_EPOCHS),

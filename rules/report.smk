@@ -1,0 +1,144 @@
+# The runs' files combined: the long loss and metric tables, the plots, the summary over seeds.
+# Uses RUNS, EXPERIMENT_RUNS, LABELS, SWEEP and SAMPLE_EPOCHS from rules/common.smk; conda:, script: and caption
+# paths are relative to this file. The scripts match each input file to its run by the run folder's name.
+
+# the (experiment, seed) of each run
+RUN_KEYS = {name: [run.experiment, run.seed] for name, run in RUNS.items()}
+# the sample montage shows each experiment's first run: one sampling seed for all, so its rows compare like with like
+MONTAGE_RUNS = {
+    runs[0].name: experiment for experiment, runs in EXPERIMENT_RUNS.items()
+}
+
+
+rule aggregate_losses:
+    input:
+        expand("results/{run}/losses.csv", run=RUNS),
+    output:
+        "results/losses.csv",
+    log:
+        "results/logs/aggregate_losses.log",
+    conda:
+        "../environment.yml"
+    params:
+        runs=RUN_KEYS,
+    script:
+        "../scripts/aggregate_losses.py"
+
+
+rule plot_losses:
+    input:
+        "results/losses.csv",
+    output:
+        report(
+            "results/plots/loss.png", caption="../report/loss.rst", category="Training"
+        ),
+    log:
+        "results/logs/plot_losses.log",
+    conda:
+        "../environment.yml"
+    params:
+        labels=LABELS,
+    script:
+        "../scripts/plot_losses.py"
+
+
+rule plot_samples:
+    input:
+        expand(
+            "results/{run}/samples/epoch_{epoch}.png",
+            run=MONTAGE_RUNS,
+            epoch=SAMPLE_EPOCHS,
+        ),
+    output:
+        report(
+            "results/plots/samples.png",
+            caption="../report/montage.rst",
+            category="Samples",
+        ),
+    log:
+        "results/logs/plot_samples.log",
+    conda:
+        "../environment.yml"
+    params:
+        runs=MONTAGE_RUNS,
+        labels=LABELS,
+    script:
+        "../scripts/plot_samples.py"
+
+
+rule aggregate_metrics:
+    input:
+        expand(
+            "results/{run}/metrics/epoch_{epoch}.json", run=RUNS, epoch=SAMPLE_EPOCHS
+        ),
+    output:
+        "results/metrics.csv",
+    log:
+        "results/logs/aggregate_metrics.log",
+    conda:
+        "../environment.yml"
+    params:
+        runs=RUN_KEYS,
+    script:
+        "../scripts/aggregate_metrics.py"
+
+
+rule plot_fid:
+    input:
+        "results/metrics.csv",
+    output:
+        report(
+            "results/plots/fid.png", caption="../report/fid.rst", category="Evaluation"
+        ),
+    log:
+        "results/logs/plot_fid.log",
+    conda:
+        "../environment.yml"
+    params:
+        labels=LABELS,
+    script:
+        "../scripts/plot_fid.py"
+
+
+rule summarize:
+    input:
+        losses="results/losses.csv",
+        metrics="results/metrics.csv",
+    output:
+        csv="results/summary.csv",
+        html=report(
+            "results/summary.html",
+            caption="../report/summary.rst",
+            category="Evaluation",
+        ),
+    log:
+        "results/logs/summarize.log",
+    conda:
+        "../environment.yml"
+    params:
+        swept={name: runs[0].swept for name, runs in EXPERIMENT_RUNS.items()},
+    script:
+        "../scripts/summarize.py"
+
+
+rule plot_sweep:
+    input:
+        "results/summary.csv",
+    output:
+        report(
+            "results/plots/sweep.png",
+            caption="../report/sweep.rst",
+            category="Evaluation",
+        ),
+    log:
+        "results/logs/plot_sweep.log",
+    conda:
+        "../environment.yml"
+    params:
+        sweep=SWEEP,
+        experiments={
+            name: {"parent": runs[0].parent, "swept": runs[0].swept}
+            for name, runs in EXPERIMENT_RUNS.items()
+        },
+    script:
+        "../scripts/plot_sweep.py"

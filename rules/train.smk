@@ -1,0 +1,80 @@
+# Training one DDPM per run, then sampling its checkpoints at the sample epochs, and each sample's PNG grid.
+# Uses DATA, DATASET, RUNS, GPUS and SAMPLE_EPOCHS from rules/common.smk; conda:, script: and caption paths are
+# relative to this file.
+
+from ddpm.experiments import sample_settings
+
+
+rule train:
+    input:
+        images=f"{DATA}/images.npy",
+    output:
+        losses="results/{run}/losses.csv",
+        checkpoints=expand(
+            "results/{{run}}/checkpoints/epoch_{epoch}.pt", epoch=SAMPLE_EPOCHS
+        ),
+        config="results/{run}/config.yaml",
+    log:
+        "results/logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        gpu=lambda wildcards: GPUS[RUNS[wildcards.run].experiment],
+        mem_mb=8000,
+        runtime=720,
+    params:
+        config=lambda wildcards: RUNS[wildcards.run].config.to_dict(),
+        experiment=lambda wildcards: RUNS[wildcards.run].experiment,
+        dataset=DATASET.to_dict(),
+        state_dir=lambda wildcards: f"results/resume/{wildcards.run}",
+    script:
+        "../scripts/train.py"
+
+
+rule sample:
+    input:
+        checkpoint="results/{run}/checkpoints/epoch_{epoch}.pt",
+    output:
+        array="results/{run}/samples/epoch_{epoch}.npy",
+    log:
+        "results/logs/sample/{run}/epoch_{epoch}.log",
+    benchmark:
+        "results/benchmarks/sample/{run}/epoch_{epoch}.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        gpu=lambda wildcards: min(GPUS[RUNS[wildcards.run].experiment], 1),
+        mem_mb=8000,
+        runtime=240,
+    params:
+        sampling=lambda wildcards: sample_settings(
+            config["sampling"], int(wildcards.epoch), SAMPLE_EPOCHS[-1]
+        ),
+        device=lambda wildcards: RUNS[wildcards.run].config.device,
+    script:
+        "../scripts/sample.py"
+
+
+rule plot_grid:
+    input:
+        "results/{run}/samples/epoch_{epoch}.npy",
+    output:
+        report(
+            "results/{run}/samples/epoch_{epoch}.png",
+            caption="../report/samples.rst",
+            category="Samples",
+            subcategory="{run}",
+            labels={"run": "{run}", "epoch": "{epoch}"},
+        ),
+    log:
+        "results/logs/plot_grid/{run}/epoch_{epoch}.log",
+    conda:
+        "../environment.yml"
+    params:
+        grid_size=config["sampling"]["grid_size"],
+    script:
+        "../scripts/plot_grid.py"

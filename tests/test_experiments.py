@@ -1,0 +1,209 @@
+"""The workflow's half of the config (ddpm.experiments): experiments, sweeps, seeds and the checks that need the dataset."""
+
+import pytest
+
+from ddpm.config import TrainConfig
+from ddpm.dataset_info import DatasetInfo
+from ddpm.experiments import (
+    check_evaluation,
+    check_experiment_name,
+    check_gpus,
+    check_sampling,
+    expand_runs,
+    experiment_configs,
+    experiment_runs,
+    sample_settings,
+    yaml_config_overrides,
+)
+
+DIGITS = DatasetInfo("digits", 1797, 1, 8)
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "a b", "x;rm -rf", "$(id)", ".hidden", "", "a..b", "é"])
+def test_experiment_names_that_are_not_safe_paths(name):
+    with pytest.raises(ValueError, match="is not allowed"):
+        check_experiment_name(name)
+
+
+@pytest.mark.parametrize("name", ["baseline", "lr_1e-3", "EMA.off", "v2"])
+def test_good_experiment_names(name):
+    assert check_experiment_name(name) == name
+
+
+def workflow_config(**changes) -> dict:
+    config = {"defaults": {"epochs": 2, "batch_size": 64}, "experiments": {"base": None}, "sample_epochs": [1, 2]}
+    return {**config, **changes}
+
+
+def test_experiment_configs_merge_defaults_and_overrides_in_config_order():
+    configs = experiment_configs(workflow_config(experiments={"b": {"lr": 1e-3}, "a": None}), DIGITS)
+    assert list(configs) == ["b", "a"]
+    assert (configs["b"].lr, configs["a"].lr, configs["a"].batch_size) == (1e-3, TrainConfig.lr, 64)
+    assert configs["a"].checkpoint_epochs == [1, 2]
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"batch_size": 1798}, r"experiment 'base': batch_size \(1798\) is larger than the dataset \(digits, 1797 images\): "
+                           r"use 1..1797"),
+    ({"hidden_size": 12}, "experiment 'base': hidden_size must be a positive multiple of 8 for architecture 'course'"),
+    ({"ema_decay": 1}, r"experiment 'base': ema_decay must be in \(0, 1\)"),
+])
+def test_experiment_errors_name_the_experiment_and_the_field(experiment, message):
+    with pytest.raises(ValueError, match=message):
+        experiment_configs(workflow_config(experiments={"base": experiment}), DIGITS)
+
+
+def test_ddpm_architecture_is_checked_against_the_real_image_size():
+    ddpm = {"architecture": "ddpm", "hidden_size": 32, "channel_mult": [1, 2], "attention_resolutions": [4]}
+    assert experiment_configs(workflow_config(experiments={"base": ddpm}), DIGITS)["base"].architecture == "ddpm"
+    with pytest.raises(ValueError, match="experiment 'base': channel_mult has 4 levels"):
+        experiment_configs(workflow_config(experiments={"base": {**ddpm, "channel_mult": [1, 2, 2, 2]}}), DIGITS)
+    with pytest.raises(ValueError, match="experiment 'base': hidden_size must be a positive multiple of 32"):
+        experiment_configs(workflow_config(experiments={"base": {**ddpm, "hidden_size": 48}}), DIGITS)
+
+
+def test_num_reference_cannot_exceed_the_dataset():
+    check_evaluation(DIGITS, {"extractor": "classifier", "num_reference": 1797})
+    check_evaluation(DIGITS, {"extractor": "classifier", "num_reference": None})
+    with pytest.raises(ValueError, match=r"evaluation.num_reference \(1798\) is larger than the dataset \(digits, "
+                                         r"1797 images\): use 2..1797, or null"):
+        check_evaluation(DIGITS, {"extractor": "classifier", "num_reference": 1798})
+
+
+def test_ddim_steps_cannot_exceed_an_experiments_timesteps():
+    experiments = {"long": TrainConfig(num_timesteps=100), "short": TrainConfig(num_timesteps=20)}
+    check_sampling({"sampler": "ddim", "ddim_steps": 20}, experiments)
+    check_sampling({"sampler": "ancestral", "ddim_steps": 50}, experiments)
+    with pytest.raises(ValueError, match=r"sampling.ddim_steps \(50\) is larger than the num_timesteps \(20\) "
+                                         r"of experiment 'short': .* use at most 20, or sampler: ancestral"):
+        check_sampling({"sampler": "ddim", "ddim_steps": 50}, experiments)
+    with pytest.raises(ValueError, match=r"sampling.sampler must be one of \['ancestral', 'ddim'\], got 'euler'"):
+        check_sampling({"sampler": "euler", "ddim_steps": 50}, experiments)
+
+
+def test_sample_settings_hold_only_what_changes_the_samples():
+    sampling = {"num_samples": 64, "num_samples_early": None, "grid_size": 16, "sampler": "ancestral", "ddim_steps": 50,
+                "ddim_eta": 0.5, "batch_size": 32, "seed": 1}
+    expected = {"batch_size": 32, "num_samples": 64, "sampler": "ancestral", "seed": 1}
+    assert sample_settings(sampling, 1, 5) == sample_settings(sampling, 5, 5) == expected
+    ddim = sample_settings({**sampling, "sampler": "ddim"}, 5, 5)
+    assert ddim["ddim_steps"] == 50 and ddim["ddim_eta"] == 0.5
+
+
+def test_fewer_samples_before_the_last_epoch():
+    sampling = {"num_samples": 64, "num_samples_early": 8, "grid_size": 16, "sampler": "ancestral", "batch_size": 32,
+                "seed": 1}
+    assert [sample_settings(sampling, epoch, 5)["num_samples"] for epoch in (1, 4, 5)] == [8, 8, 64]
+
+
+def test_gpus_beyond_the_given_resources_are_refused():
+    check_gpus({"a": 2, "b": 0}, None)
+    check_gpus({"a": 2, "b": 0}, 2)
+    with pytest.raises(ValueError, match=r"experiment 'a' trains on gpus: 2 but --resources gpu=1 lets a job use 1"):
+        check_gpus({"a": 2, "b": 0}, 1)
+
+
+def test_config_overrides_are_read_as_yaml():
+    assert yaml_config_overrides(["sample_epochs=[10, 30]", "sampling={grid_size: 4}", "name=x", "lr=2e-3",
+                                  "tensorboard=true"]) == \
+        {"sample_epochs": [10, 30], "sampling": {"grid_size": 4}, "tensorboard": True}
+
+
+def sweep_config(**changes) -> dict:
+    """Two experiments, one of which sets its own lr; top-level `seeds` and `sweep` as given."""
+    config = workflow_config(experiments={"base": {}, "fast": {"lr": 1e-3, "seed": 7}})
+    return {**config, **changes}
+
+
+def test_without_seeds_and_sweep_each_run_is_an_experiment_with_its_own_seed():
+    runs = expand_runs(sweep_config(), DIGITS)
+    assert list(runs) == ["base", "fast"]
+    assert [(r.experiment, r.parent, r.seed, r.swept) for r in runs.values()] == [("base", "base", 0, {}),
+                                                                                ("fast", "fast", 7, {})]
+    assert {name: run.config for name, run in runs.items()} == experiment_configs(sweep_config(), DIGITS)
+
+
+def test_experiments_cross_every_sweep_combination_at_every_seed():
+    runs = expand_runs(sweep_config(seeds=[0, 3], sweep={"lr": [1e-4, 5e-4], "batch_size": [32, 64]}), DIGITS)
+    assert len(runs) == 2 * 2 * 2 * 2
+    run = runs["fast.lr-0.0005.batch_size-32.seed-3"]
+    assert (run.experiment, run.parent, run.seed) == ("fast.lr-0.0005.batch_size-32", "fast", 3)
+    assert run.swept == {"lr": 5e-4, "batch_size": 32}
+    assert (run.config.lr, run.config.batch_size, run.config.seed) == (5e-4, 32, 3)  # the sweep replaces fast's lr
+    assert run.config.checkpoint_epochs == [1, 2]
+    for run in runs.values():
+        assert run.name == f"{run.experiment}.seed-{run.seed}"
+        assert run.config.to_dict() == {**TrainConfig.from_dict({**sweep_config()["defaults"], **run.swept,
+                                                                 "seed": run.seed, "checkpoint_epochs": [1, 2]}).to_dict()}
+    assert list(experiment_runs(runs)["base.lr-0.0001.batch_size-64"]) == [
+        runs["base.lr-0.0001.batch_size-64.seed-0"], runs["base.lr-0.0001.batch_size-64.seed-3"]]
+
+
+def test_a_sweep_without_seeds_keeps_each_experiments_seed():
+    runs = expand_runs(sweep_config(sweep={"ema_decay": [None, 0.9]}), DIGITS)
+    assert list(runs) == ["base.ema_decay-null", "base.ema_decay-0.9", "fast.ema_decay-null", "fast.ema_decay-0.9"]
+    assert {r.seed for r in runs.values() if r.parent == "fast"} == {7}
+
+
+def test_adding_a_seed_or_changing_a_sweep_value_leaves_the_other_runs_as_they_were():
+    before = expand_runs(sweep_config(seeds=[0, 1], sweep={"lr": [1e-4, 5e-4]}), DIGITS)
+    more_seeds = expand_runs(sweep_config(seeds=[0, 1, 2], sweep={"lr": [1e-4, 5e-4]}), DIGITS)
+    assert {name: run for name, run in more_seeds.items() if run.seed != 2} == before
+    changed = expand_runs(sweep_config(seeds=[0, 1], sweep={"lr": [1e-4, 2e-4]}), DIGITS)
+    assert {n for n in changed if n not in before} == {f"{e}.lr-0.0002.seed-{s}" for e in ("base", "fast") for s in (0, 1)}
+    assert all(changed[name] == run for name, run in before.items() if name in changed)
+
+
+def test_run_names_spell_every_kind_of_value_as_a_safe_path():
+    sweep = {"grad_clip": [None, 1e20, 0.5], "flip": [True, False], "lr": [1e-05]}
+    runs = expand_runs(sweep_config(experiments={"base": {}}, sweep=sweep), DIGITS)
+    assert "base.grad_clip-1e20.flip-true.lr-1e-05" in runs and "base.grad_clip-null.flip-false.lr-1e-05" in runs
+    assert all(check_experiment_name(name) == name for name in runs)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sweep": {"learning_rate": [0.1]}}, r"sweep field 'learning_rate' is not an experiment field; allowed: \[.*'lr'"),
+    ({"sweep": {"seed": [0, 1]}}, "list the seeds under `seeds:`"),
+    ({"sweep": {"lr": []}}, r"sweep.lr must be a non-empty list of values, got \[\]"),
+    ({"sweep": {"lr": 0.1}}, "sweep.lr must be a non-empty list of values, got 0.1"),
+    ({"sweep": {"lr": [0.1, 0.1]}}, "sweep.lr lists 0.1 more than once"),
+    ({"sweep": {"batch_size": [32, "many"]}}, "sweep batch_size='many': experiment 'base': batch_size must be an integer"),
+    ({"sweep": {"flip": ["yes"]}}, "sweep flip='yes': experiment 'base': flip must be true or false, got 'yes'"),
+    ({"sweep": {"epochs": [1, 3]}}, r"sweep epochs=1: experiment 'base': sample_epochs \[2\] are beyond its epochs \(1\)"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"seeds": [0, -1]}, "each of seeds must be an integer >= 0, got -1"),
+    ({"seeds": [1, 1]}, r"seeds lists a seed more than once: \[1, 1\]"),
+    ({"sweep": {"lr": [1e-3]}, "experiments": {"a": {}, "a.lr-0.001": {}}},
+     "the name 'a.lr-0.001' would stand for both experiment 'a' with lr=0.001 and experiment 'a.lr-0.001'"),
+    ({"seeds": [1], "experiments": {"a.seed-1": {}, "a": {}}},
+     "the name 'a.seed-1' would stand for both experiment 'a.seed-1' and experiment 'a' at seed 1"),
+    ({"experiments": {"plots": {}}}, r"run name 'plots' is taken by the workflow's results/plots"),
+])
+def test_bad_seeds_and_sweeps_are_refused_by_name(changes, message):
+    with pytest.raises(ValueError, match=message):
+        expand_runs(sweep_config(**changes), DIGITS)
+
+
+def test_tensorboard_without_the_package_is_refused(monkeypatch):
+    import importlib.util
+
+    from ddpm.experiments import check_tensorboard
+
+    check_tensorboard(True)  # installed with the test extra
+    check_tensorboard(False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r'tensorboard: true needs the tensorboard package: pip install -e "\.\[tensorboard\]"'):
+        check_tensorboard(True)
+    check_tensorboard(False)
+
+
+def test_labels_show_the_paper_unets_fields_only_where_they_apply():
+    from ddpm.experiments import experiment_labels
+
+    configs = experiment_configs(workflow_config(experiments={
+        "course": {}, "ddpm": {"architecture": "ddpm", "hidden_size": 32, "channel_mult": [1, 2],
+                               "attention_resolutions": [4], "dropout": 0.0}}), DIGITS)
+    labels = experiment_labels(configs)
+    assert labels["course"] == "course (architecture=course, hidden_size=128)"
+    assert labels["ddpm"] == ("ddpm (architecture=ddpm, hidden_size=32, channel_mult=[1, 2], "
+                              "attention_resolutions=[4], dropout=0.0)")
