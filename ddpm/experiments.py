@@ -13,10 +13,9 @@ import yaml
 
 from ddpm.checks import SAMPLERS, check_choice, check_ddpm_unet, check_int
 from ddpm.config import TrainConfig
-from ddpm.dataset_info import DatasetInfo
+from ddpm.dataset_info import DatasetInfo, check_dataset
 
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-DDPM_UNET_FIELDS = ("channel_mult", "num_res_blocks", "attention_resolutions", "dropout")  # architecture ddpm only
 # what the workflow keeps in results/ beside the run folders: no run may take one of these names
 RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
                    "summary.html", "report.html")
@@ -142,12 +141,12 @@ def differing_fields(configs: dict[str, TrainConfig]) -> list[str]:
 
 
 def experiment_labels(configs: dict[str, TrainConfig]) -> dict[str, str]:
-    """'name (lr=0.002, optimizer=adam)': each experiment's name and the values that set it apart (the paper
-    UNet's fields only for experiments that use it)."""
+    """'name (lr=0.002, optimizer=adam)': each experiment's name and the values that set it apart, each where it
+    applies (the paper UNet's fields for experiments that use it, beta1 and beta2 for the linear schedule, ...)."""
     differing = differing_fields(configs)
     labels = {}
     for name, config in configs.items():
-        shown = [k for k in differing if config.architecture == "ddpm" or k not in DDPM_UNET_FIELDS]
+        shown = [k for k in differing if config.applies(k)]
         values = ", ".join(f"{k}={getattr(config, k)}" for k in shown)
         labels[name] = f"{name} ({values})" if values else name
     return labels
@@ -266,3 +265,10 @@ def _claim(owners: dict[str, str], name: str, owner: str) -> None:
     """Record that `name` stands for `owner`; refuse a name that would stand for two things."""
     if owners.setdefault(name, owner) != owner:
         raise ValueError(f"the name {name!r} would stand for both {owners[name]} and {owner}: rename an experiment")
+
+
+def run_config(workflow_config: dict, run: str) -> TrainConfig:
+    """The whole TrainConfig of one run, expanded from the workflow's config as the Snakefile expands it: what a
+    train job runs with, where its params hold only the training identity (so that changing a field that cannot
+    change the run reruns nothing)."""
+    return expand_runs(workflow_config, check_dataset(**workflow_config["dataset"]))[run].config

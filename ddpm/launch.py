@@ -1,14 +1,17 @@
-"""Starting training: the command line, the torchrun launcher for several GPUs, and the process-wide settings
+r"""Starting training: the command line, the torchrun launcher for several GPUs, and the process-wide settings
 made once where a training process starts.
 
 One GPU or CPU:   python -m ddpm.launch --config c.json --data data/cifar10 --run-dir results/x --state-dir results/resume/x
 N GPUs, one node: torchrun --standalone --nproc_per_node=N --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
                       --shutdown-timeout=300 -m ddpm.launch --config c.json ...
 (the workflow does this for an experiment with `gpus: N`; see run_experiment and training_command)
-A run stopped by SIGTERM or SIGUSR1 saves its resume state and exits with code 75 (EX_TEMPFAIL, "try again"),
-saying so; the same command run again continues from that step.
+The config is a JSON object of TrainConfig fields; `checkpoint_epochs` (a list of epochs) names the checkpoints
+kept in run-dir/checkpoints/, the last epoch's when it is not given. A run stopped by SIGTERM, SIGUSR1 or SIGINT
+saves its resume state and exits with code 75 (EX_TEMPFAIL, "try again"), saying so; the same command run again
+continues from that step.
 """
 
+import dataclasses
 import io
 import json
 import os
@@ -77,7 +80,7 @@ def _arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir=None) 
 
 def _run_copying_output(command: list[str]) -> None:
     """Run `command`, copying its stdout and stderr into sys.stdout as they come (progress bars included)
-    and passing SIGTERM and SIGUSR1 on to it; CalledProcessError if it fails."""
+    and passing SIGTERM, SIGUSR1 and SIGINT on to it; CalledProcessError if it fails."""
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
         with signals_handled(process.send_signal):
             for line in io.TextIOWrapper(process.stdout, errors="replace", newline=""):  # "\r" ends a line too
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     """python -m ddpm.launch --config C.json --data DIR --run-dir DIR --state-dir DIR (what torchrun runs)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m ddpm.launch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a JSON file of TrainConfig fields")
     parser.add_argument("--data", required=True, help="a prepared dataset folder (ddpm.data.prepare_dataset)")
     parser.add_argument("--run-dir", required=True)
@@ -99,11 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tensorboard-dir", help="write TensorBoard event files of the loss rows there")
     args = parser.parse_args(argv)
     config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+    if not config.checkpoint_epochs:
+        config = dataclasses.replace(config, checkpoint_epochs=[config.epochs])
     init_distributed()
     use_fast_cuda_kernels(resolve_device(config.device))
     try:
         train(config, load_dataset(args.data)[0], args.run_dir, args.state_dir, log=lambda m: print(m, flush=True),
               tensorboard_dir=args.tensorboard_dir)
+        checkpoints = ", ".join(f"epoch_{epoch}.pt" for epoch in config.checkpoint_epochs)
+        print(f"wrote {Path(args.run_dir) / 'losses.csv'} and, in {Path(args.run_dir) / 'checkpoints'}, {checkpoints}")
     except TrainingInterrupted as interrupted:
         print(interrupted, file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None

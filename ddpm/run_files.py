@@ -57,6 +57,7 @@ class RunFiles:
     def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path, state_dir: Path, rank: int, world: int):
         self.config, self.run_dir, self.state_dir, self.rank, self.world = config, run_dir, state_dir, rank, world
         self.channels, self.image_size = images.shape[1], images.shape[-1]
+        self.steps_per_epoch = images.shape[0] // config.batch_size
         self.fingerprint = _fingerprint(config, images)
         self.store = ResumeStore(state_dir, keep=config.keep_states)
         self.loss_log = None
@@ -64,8 +65,9 @@ class RunFiles:
     def resume(self, parts, log: Callable[[str], object]) -> tuple[int, float]:
         """Load the newest usable resume state into `parts` (ddpm.training.Parts); returns its (step, elapsed seconds), (0, 0.0) without one.
 
-        A state of another config or dataset, or of another number of processes (whose RNG states do not
-        fit this run), is reported and removed, and training starts from scratch.
+        A state of another training config or dataset, of another number of processes (whose RNG states do not
+        fit this run), or past a checkpoint epoch whose checkpoint it did not keep, is reported and removed, and
+        training starts from scratch. The epochs kept and how often states are saved may change between runs.
         """
         state = self.store.latest(log)
         unusable = None
@@ -74,6 +76,9 @@ class RunFiles:
         elif state is not None and state.get("world_size") != self.world:
             unusable = (f"was saved by {state.get('world_size')} processes but this run has {self.world} "
                         "(a resume needs the same number)")
+        elif state is not None and self._checkpoints_missing(state["step"]):
+            unusable = (f"is past epochs {self._checkpoints_missing(state['step'])} but holds no checkpoints of them, "
+                        "which this run keeps")
         if unusable:
             log(f"resume state in {self.state_dir} {unusable}; starting from scratch")
             if self.rank == 0:
@@ -89,6 +94,11 @@ class RunFiles:
             set_rng_state(state["rng"][self.rank])
         self.loss_log = LossLog(self.state_dir / "losses.csv", step) if self.rank == 0 else None
         return step, elapsed
+
+    def _checkpoints_missing(self, step: int) -> list[int]:
+        """The checkpoint epochs that training has passed at `step` whose checkpoint is not in the state folder."""
+        return [epoch for epoch in self.config.checkpoint_epochs if epoch * self.steps_per_epoch <= step
+                and not (self.state_dir / "checkpoints" / f"epoch_{epoch}.pt").exists()]
 
     def save_state(self, parts, step: int, elapsed: float) -> None:
         """The resume state after `step`, with every rank's RNG state, once the loss rows up to it are on disk."""

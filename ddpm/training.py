@@ -5,8 +5,8 @@ a logging window that syncs with the device once per loss row, DDP collectives a
 
 (`python -m ddpm.launch` runs it from the command line and under torchrun; `ddpm.run_files` keeps its files.)
 The resume state holds everything that decides the next step, so a run killed at any moment and restarted gives
-bit-identical weights and loss CSV on the CPU. SIGTERM or SIGUSR1 (a time limit, a preemption) stops training at
-the next loss row, which is the step in progress with `log_every: 1`: every process saves one resume state there
+bit-identical weights and loss CSV on the CPU. SIGTERM, SIGUSR1 or SIGINT (a time limit, a preemption, Ctrl-C)
+stops training at the next loss row, which is the step in progress with `log_every: 1`: every process saves one resume state there
 and `train` raises TrainingInterrupted. The ranks agree on the stop in the all_reduce that averages the loss for
 the row, so a GPU step gains no host sync.
 """
@@ -14,6 +14,7 @@ the row, so a GPU step gains no host sync.
 import contextlib
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -33,7 +34,7 @@ from ddpm.diffusion import DiffusionModel
 from ddpm.models import build_model, resolve_device
 from ddpm.run_files import LossLog, RunFiles
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # a time limit, a preemption, Ctrl-C
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -41,7 +42,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingInterrupted(Exception):
-    """SIGTERM or SIGUSR1 stopped training; the resume state holds every step done."""
+    """SIGTERM, SIGUSR1 or SIGINT stopped training; the resume state holds every step done."""
 
 
 def make_optimizer(config: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
@@ -81,7 +82,7 @@ def seed_everything(seed: int) -> None:
 
 @contextlib.contextmanager
 def signals_handled(handler: Callable[[int], object]):
-    """Within the block, SIGTERM and SIGUSR1 call `handler(signal_number)` instead of ending the process;
+    """Within the block, SIGTERM, SIGUSR1 and SIGINT call `handler(signal_number)` instead of ending the process;
     the handlers from before are put back after it. Python handles signals in the main thread only, so
     elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
@@ -247,10 +248,10 @@ def train(
     """Train on uint8 `images` (N, C, H, W); returns the model, holding the EMA weights if kept.
 
     Progress lives in `state_dir` until the end (see RunFiles), when run_dir/losses.csv and
-    run_dir/checkpoints/epoch_<E>.pt are published. SIGTERM or SIGUSR1 during training raises
+    run_dir/checkpoints/epoch_<E>.pt are published. SIGTERM, SIGUSR1 or SIGINT during training raises
     TrainingInterrupted at the next loss row, after a resume state of that step is saved. With
-    `tensorboard_dir`, every loss row also goes to TensorBoard event files there (rows after the resumed step
-    are purged, so a resumed run shows one curve).
+    `tensorboard_dir`, every loss row also goes to TensorBoard event files there (a new run replaces the folder's
+    events, a resumed one drops those after its step, so each shows one curve).
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.device)
@@ -295,10 +296,13 @@ def train(
 
 
 def _tensorboard_writer(tensorboard_dir: str | Path, step: int):
-    """torch.utils.tensorboard's SummaryWriter, dropping any events after `step` that a stopped run left."""
+    """torch.utils.tensorboard's SummaryWriter: from step 0 in a new folder (an earlier run's curve would show as
+    part of this one); resumed at `step`, dropping the events after it that a stopped run left."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(tensorboard_dir), purge_step=step or None)
+    if step == 0:
+        shutil.rmtree(tensorboard_dir, ignore_errors=True)
+    return SummaryWriter(str(tensorboard_dir), purge_step=step + 1 if step else None)
 
 
 def _steps_per_epoch(config: TrainConfig, num_images: int, world: int) -> int:

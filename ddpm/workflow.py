@@ -21,6 +21,8 @@ def logged_to(log_path: str | Path):
     with open(log_path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             yield
+        except SystemExit:  # the job has said why itself (a training stopped by a signal exits with 75)
+            raise
         except BaseException:
             traceback.print_exc(file=log)
             raise

@@ -26,7 +26,8 @@ rule train:
         mem_mb=8000,
         runtime=720,
     params:
-        config=lambda wildcards: RUNS[wildcards.run].config.to_dict(),
+        # what decides the run (TrainConfig.training_identity): a change of anything else retrains nothing
+        identity=lambda wildcards: RUNS[wildcards.run].config.training_identity(),
         experiment=lambda wildcards: RUNS[wildcards.run].experiment,
         dataset=DATASET.to_dict(),
         state_dir=lambda wildcards: f"results/resume/{wildcards.run}",

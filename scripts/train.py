@@ -4,14 +4,16 @@ from pathlib import Path
 
 import torch
 
-from ddpm.config import TrainConfig
+from ddpm.experiments import run_config
 from ddpm.launch import run_experiment
 from ddpm.workflow import logged_to, print_environment, tensorboard_dir, write_resolved_config
 
 with logged_to(snakemake.log[0]):
     print_environment()
     torch.set_num_threads(snakemake.threads)
-    config = TrainConfig.from_dict(snakemake.params.config)
+    config = run_config(snakemake.config, snakemake.wildcards.run)
+    if config.training_identity() != snakemake.params.identity:
+        raise RuntimeError(f"run {snakemake.wildcards.run}: the job's config is not the one the workflow planned")
     run_dir = Path(snakemake.output.losses).parent
     run_experiment(config, Path(snakemake.input.images).parent, run_dir, snakemake.params.state_dir,
                    tensorboard_dir=tensorboard_dir(snakemake))

@@ -20,6 +20,16 @@ def seed():
 
 
 @pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """The first 96 of scikit-learn's digits as uint8 images (N, 1, 8, 8)."""
+    from ddpm.data import load_dataset, prepare_dataset
+
+    root = tmp_path_factory.mktemp("digits")
+    prepare_dataset("digits", root)
+    return load_dataset(root)[0][:96]
+
+
+@pytest.fixture(scope="session")
 def slurm_run(tmp_path_factory):
     """The tiny workflow's training half, started on SLURM (tests/slurm.py), or why no cluster could take it."""
     from tests.slurm import ClusterRun

@@ -69,9 +69,28 @@ def test_the_course_width_rule_is_not_imposed_on_the_ddpm_architecture():
 
 def test_fingerprint_ignores_execution_only_fields():
     base = TrainConfig()
-    assert TrainConfig(gpus=2, state_every=7, keep_states=5).fingerprint() == base.fingerprint()
-    for change in ({"lr": 1e-3}, {"schedule": "cosine"}, {"architecture": "ddpm"}, {"dropout": 0.0}):
+    assert TrainConfig(gpus=2, state_every=7, keep_states=5, checkpoint_epochs=[3]).fingerprint() == base.fingerprint()
+    for change in ({"lr": 1e-3}, {"schedule": "cosine"}, {"architecture": "ddpm"},
+                   {"architecture": "ddpm", "dropout": 0.0}):
         assert TrainConfig(**change).fingerprint() != base.fingerprint(), change
+
+
+@pytest.mark.parametrize("base, same", [
+    ({}, {"state_every": 7, "keep_states": 5, "checkpoint_epochs": [1, 3]}),  # how the run is saved
+    ({}, {"dropout": 0.0, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8]}),  # course UNet
+    ({"schedule": "cosine"}, {"beta1": 1e-3, "beta2": 0.05}),  # cosine schedule
+    ({"optimizer": "adam"}, {"momentum": 0.5}),
+])
+def test_the_training_identity_leaves_out_what_cannot_change_the_run(base, same):
+    assert TrainConfig(**base, **same).training_identity() == TrainConfig(**base).training_identity()
+
+
+@pytest.mark.parametrize("base, change", [
+    ({}, {"gpus": 2}), ({"architecture": "ddpm"}, {"dropout": 0.0}), ({}, {"beta1": 1e-3}),
+    ({"optimizer": "sgd"}, {"momentum": 0.5}), ({}, {"lr": 1e-3}),
+])
+def test_the_training_identity_keeps_what_changes_the_run(base, change):
+    assert TrainConfig(**base, **change).training_identity() != TrainConfig(**base).training_identity()
 
 
 def tiny(**changes) -> dict:

@@ -64,6 +64,21 @@ def test_initialisation_starts_every_block_as_the_identity():
     assert torch.count_nonzero(unet(torch.randn(2, 1, 8, 8), torch.rand(2))) == 0
 
 
+def test_fused_qkv_is_initialised_1_over_sqrt2_narrower_than_the_papers_separate_layers():
+    """Documented, pinned: Xavier-uniform on the fused C -> 3C qkv conv has std sqrt(2 / (C + 3C)), 1/sqrt(2) of
+    the sqrt(2 / (C + C)) of the paper's code's separate C -> C q, k and v layers."""
+    torch.manual_seed(0)
+    unet = tiny_unet(hidden_size=64, attention_resolutions=(8, 4))
+    blocks = [m for m in unet.modules() if isinstance(m, AttentionBlock)]
+    assert {b.norm.num_channels for b in blocks} == {64, 128}
+    for block in blocks:
+        c = block.norm.num_channels
+        separate = nn.init.xavier_uniform_(torch.empty(c, c, 1, 1))  # the paper's q, k or v layer
+        for fused in block.qkv.weight.detach().chunk(3):  # q, k, v
+            assert (fused.std() / separate.std()).item() == pytest.approx(2**-0.5, rel=0.03)
+    assert "1/sqrt(2)" in " ".join(DDPMUNet.__doc__.split())
+
+
 def test_time_embedding_is_per_sample():
     unet = randomised(tiny_unet()).eval()
     x = torch.randn(2, 1, 8, 8)

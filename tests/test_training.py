@@ -8,22 +8,13 @@ from torch.optim.swa_utils import AveragedModel
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
-from ddpm.data import load_dataset, prepare_dataset
 from ddpm.sampling import load_model, sample_checkpoint, sampler_arguments
-from ddpm.launch import run_experiment
 from ddpm.run_files import CSV_COLUMNS
 from ddpm.training import (Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts, lr_factor, train,
                            training_step, warmup_ema)
 from tests.conftest import DEVICES
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
-
-
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("digits")
-    prepare_dataset("digits", root)
-    return load_dataset(root)[0][:96]
 
 
 def tiny(**overrides):
@@ -191,6 +182,31 @@ def test_a_signal_stops_at_the_next_row_saves_that_step_and_restores_the_handler
     assert not (tmp_path / "run").exists()
 
 
+def test_ctrl_c_stops_like_a_time_limit(digits, tmp_path):
+    """SIGINT (Ctrl-C) after the state of step 4: training finishes step 5, saves it and says so, instead of a
+    KeyboardInterrupt that loses every step since the last state."""
+    stopped = interrupted(tiny(), digits, tmp_path, "run", after_state=4, signal_number=signal.SIGINT)
+    assert str(stopped).startswith("training interrupted by SIGINT at step 5 (epoch 1)")
+    assert ResumeStore(tmp_path / "state" / "run").steps() == [4, 5]
+
+
+def test_a_resume_state_outlives_a_change_of_the_checkpoint_epochs(digits, tmp_path):
+    """Which epochs keep a checkpoint does not change what training computes: a state stopped at step 5 (epoch 1 of
+    6 steps) resumes under new checkpoint epochs, bit-identical to a run that had them from the start. A state past
+    an epoch whose checkpoint it never kept is refused, and training starts over."""
+    reference = run(tiny(), digits, tmp_path, "reference")
+    for name, after_state, expected in (("early", 4, "resumed from step 5"), ("late", 8, "is past epochs [1]")):
+        interrupted(tiny(checkpoint_epochs=[2]), digits, tmp_path, name, after_state=after_state)
+        messages = []
+        train(tiny(), digits, tmp_path / name, tmp_path / "state" / name, log=messages.append)
+        assert expected in messages[0], messages
+        assert read_csv(tmp_path / name / "losses.csv", DETERMINISTIC_COLUMNS) == \
+            read_csv(reference / "losses.csv", DETERMINISTIC_COLUMNS)
+        for epoch in (1, 2):
+            weights = [load_checkpoint(d / "checkpoints" / f"epoch_{epoch}.pt")["ema"] for d in (reference, tmp_path / name)]
+            assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 @pytest.fixture(scope="module")
 def fp32(digits, tmp_path_factory):
     """An uninterrupted run with every fast-path switch off."""
@@ -282,23 +298,6 @@ def test_a_training_step_makes_its_tensors_on_the_model_device(digits):
         assert all(t.device == meta for t in tensors)
 
 
-def test_run_experiment_removes_its_config_file_however_training_ends(digits, tmp_path, monkeypatch):
-    run_dir = tmp_path / "run"
-    with pytest.raises(FileNotFoundError):
-        run_experiment(tiny(), tmp_path / "no_dataset_here", run_dir, tmp_path / "state")
-    assert not (run_dir / "train_config.json").exists()
-
-    def interrupted_by_the_user(*args, **kwargs):
-        assert (run_dir / "train_config.json").exists()
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("ddpm.launch.train", interrupted_by_the_user)
-    monkeypatch.setattr("ddpm.launch.load_dataset", lambda path: (digits, None))
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(tiny(), tmp_path / "data", run_dir, tmp_path / "state")
-    assert not (run_dir / "train_config.json").exists()
-
-
 def test_ema_warms_up_then_keeps_its_decay():
     """ema_n = d_n ema_{n-1} + (1 - d_n) w_n with d_n = min(decay, (1 + n) / (10 + n)), the first update a copy;
     checked against the same recurrence in float64 over weights that change every step."""
@@ -329,3 +328,32 @@ def test_tensorboard_gets_every_loss_row(digits, tmp_path):
     assert [e.value for e in events.Scalars("loss")] == pytest.approx([float(loss) for _, loss, _ in rows])
     assert [e.value for e in events.Scalars("lr")] == pytest.approx([float(lr) for _, _, lr in rows])
     assert len(events.Scalars("images_per_second")) == len(rows)
+
+
+def test_tensorboard_shows_one_curve_after_a_retrain_and_after_a_resume(digits, tmp_path):
+    """A run with another lr first, in the same TensorBoard folder (a retrain); then this run, stopped by SIGTERM
+    after the state of step 4 and resumed: TensorBoard holds each of this run's loss rows once, the resume step too."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board, config = tmp_path / "tensorboard", tiny(epochs=1, checkpoint_epochs=[1])
+    train(tiny(epochs=1, checkpoint_epochs=[1], lr=2e-3), digits, tmp_path / "old", tmp_path / "state_old",
+          log=lambda message: None, tensorboard_dir=board)
+    save = ResumeStore.save
+
+    def save_then_signal(store, state, step):
+        path = save(store, state, step)
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ResumeStore, "save", save_then_signal)
+        with pytest.raises(TrainingInterrupted):
+            train(config, digits, tmp_path / "run", tmp_path / "state", log=lambda message: None, tensorboard_dir=board)
+    train(config, digits, tmp_path / "run", tmp_path / "state", log=lambda message: None, tensorboard_dir=board)
+    events = EventAccumulator(str(board))
+    events.Reload()
+    rows = read_csv(tmp_path / "run" / "losses.csv", ("step", "loss"))
+    assert [e.step for e in events.Scalars("loss")] == [int(step) for step, _ in rows]
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([float(loss) for _, loss in rows])
+

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ddpm.workflow import run_of
+from ddpm.workflow import logged_to, run_of
 from tests.workflow import ROOT, TINY, finish, snakemake, start_snakemake, tiny_config
 
 EXPERIMENTS = ("base", "lr_high")
@@ -98,6 +98,22 @@ def run_copy(run, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(run, workdir, symlinks=True)
     return workdir
+
+
+@pytest.mark.parametrize("defaults", [
+    {"state_every": 7, "keep_states": 3},  # how a run is saved
+    {"dropout": 0.5, "channel_mult": [1, 2]},  # the paper UNet's fields, for the course UNet
+])
+def test_fields_that_cannot_change_a_run_retrain_nothing(run, defaults):
+    planned = snakemake(run, "--dry-run", config=tiny_config(defaults={**tiny_config()["defaults"], **defaults}))
+    assert planned.returncode == 0, planned.output
+    assert "Nothing to be done" in planned.output, planned.output
+
+
+def test_removing_a_sample_epoch_retrains_nothing(run):
+    planned = snakemake(run, "--dry-run", config=tiny_config(sample_epochs=[2]))
+    assert planned.returncode == 0, planned.output
+    assert "train" not in planned_rules(planned.output), planned.output
 
 
 def test_changing_grid_size_redraws_only_the_grids(run_copy):
@@ -193,6 +209,17 @@ def test_loss_plot_builds_only_what_it_needs(tmp_path):
 ])
 def test_a_run_file_is_matched_to_its_run_by_name(path, run, epoch):
     assert run_of(path) == (run, epoch)
+
+
+def test_a_job_log_has_a_traceback_for_a_crash_and_none_for_an_exit_status(tmp_path):
+    """A training stopped by a signal says so and exits with 75: no 'SystemExit: 75' traceback that reads like a crash."""
+    with pytest.raises(SystemExit), logged_to(tmp_path / "stopped.log"):
+        print("training interrupted by SIGINT at step 5")
+        raise SystemExit(75)
+    assert (tmp_path / "stopped.log").read_text() == "training interrupted by SIGINT at step 5\n"
+    with pytest.raises(RuntimeError), logged_to(tmp_path / "crashed.log"):
+        raise RuntimeError("out of memory")
+    assert "Traceback" in (tmp_path / "crashed.log").read_text()
 
 
 def test_lint_is_clean(tmp_path):
