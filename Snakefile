@@ -20,7 +20,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
 )
 sys.path.insert(0, workflow.basedir)
-from ddpm.experiments import yaml_config_overrides
+from ddpm.experiments import check_numbers_read_as_text, yaml_config_overrides
 
 
 envvars:
@@ -34,6 +34,7 @@ if not workflow.overwrite_configfiles:
 
 
 update_config(config, yaml_config_overrides(workflow.config_settings.config_args))
+check_numbers_read_as_text(config)
 validate(config, "config/schema.yaml")
 
 
@@ -59,3 +60,5 @@ rule all:
         "results/summary.html",
         ["results/plots/sweep.png"] if SWEEP else [],
         expand("results/{run}/config.yaml", run=RUNS),
+        # every run's sample grids, not only those the montage shows
+        expand("results/{run}/samples/epoch_{epoch}.png", run=RUNS, epoch=SAMPLE_EPOCHS),

@@ -16,6 +16,8 @@ from ddpm.config import TrainConfig
 from ddpm.dataset_info import DatasetInfo, check_dataset
 
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TEXT_TO_YAML_1_1 = re.compile(r"^[-+]?\d+[eE][-+]?\d+$")  # 1e-3: a number in YAML 1.2, text to PyYAML (YAML 1.1)
+SWITCHABLE_SECTIONS = ("seeds", "sweep")  # null in the config: one run per experiment at its own seed, no sweep
 # what the workflow keeps in results/ beside the run folders: no run may take one of these names
 RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
                    "summary.html", "report.html")
@@ -34,9 +36,13 @@ def check_evaluation(dataset: DatasetInfo, evaluation: dict) -> None:
 
 
 def check_sampling(sampling: dict, experiments: dict[str, TrainConfig]) -> None:
-    """A known sampler; DDIM runs on a subsequence of each experiment's timesteps (Song et al. 2021), so at most T
-    of them."""
+    """A known sampler; fewer early samples than last ones; DDIM runs on a subsequence of each experiment's
+    timesteps (Song et al. 2021), so at most T of them."""
     check_choice("sampling.sampler", sampling["sampler"], SAMPLERS)
+    early = sampling.get("num_samples_early")
+    if early is not None and early > sampling["num_samples"]:
+        raise ValueError(f"sampling.num_samples_early ({early}) is larger than sampling.num_samples "
+                         f"({sampling['num_samples']}): it is the smaller count for the epochs before the last")
     if sampling["sampler"] != "ddim":
         return
     for name, config in experiments.items():
@@ -122,14 +128,36 @@ def _check_against_dataset(config: TrainConfig, dataset: DatasetInfo) -> None:
                         config.attention_resolutions, config.dropout)
 
 
+def check_numbers_read_as_text(workflow_config: dict) -> None:
+    """Refuse a number that PyYAML read as text (`lr: 1e-3`: YAML 1.1 wants a dot, 1.0e-3), naming where it is,
+    before the schema refuses it as a string without saying why."""
+
+    def check(value, where: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                check(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for item in value:
+                check(item, where)
+        elif isinstance(value, str) and TEXT_TO_YAML_1_1.match(value):
+            mantissa, exponent = value.lower().split("e")
+            raise ValueError(f"{where} is {value!r}, which YAML reads as text, not a number: write {mantissa}.0e{exponent}")
+
+    check({key: value for key, value in workflow_config.items() if key != "dataset"}, "")
+
+
 def yaml_config_overrides(entries: list[str]) -> dict:
     """The `--config KEY=VALUE` entries whose VALUE is a YAML list, mapping or boolean, read with YAML's types
-    (Snakemake reads list items as strings, `sample_epochs=[10]` giving ['10'], and `true` as a string)."""
+    (Snakemake reads list items as strings, `sample_epochs=[10]` giving ['10'], and `true` as a string). `seeds`
+    and `sweep` given as null, [] or {} are switched off: None, which replaces the config file's section where a
+    mapping would be merged into it."""
     overrides = {}
     for entry in entries:
         key, _, value = entry.partition("=")
         parsed = yaml.safe_load(value)
-        if isinstance(parsed, (list, dict, bool)):
+        if key in SWITCHABLE_SECTIONS and parsed in (None, [], {}):
+            overrides[key] = None
+        elif isinstance(parsed, (list, dict, bool)):
             overrides[key] = parsed
     return overrides
 
@@ -227,6 +255,15 @@ def expand_runs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, Run]:
                                      f"{parent!r} (names in use: {', '.join(RESULTS_ENTRIES)})")
                 runs[name] = Run(name, experiment, parent, seed, swept, dataclasses.replace(config, seed=seed))
     return runs
+
+
+def identical_runs(runs: dict[str, Run]) -> list[list[str]]:
+    """The groups of runs with the same training identity (seed included): each group trains one model again and
+    again, and the summary can only find them tied."""
+    groups = {}
+    for name, run in runs.items():
+        groups.setdefault(json.dumps(run.config.training_identity(), sort_keys=True), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:

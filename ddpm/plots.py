@@ -20,7 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ddpm.files import atomic_write  # noqa: E402
@@ -36,15 +38,26 @@ def _save_figure(figure, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, upscale: int = 1) -> None:
-    """uint8 images (N, C, H, W) as one PNG grid (torchvision's make_grid), optionally upscaled."""
+def _grid(images: torch.Tensor | np.ndarray, cells: int | None = None, nrow: int | None = None) -> torch.Tensor:
+    """uint8 images (N, C, H, W) as one (C, H', W') grid (torchvision's make_grid) of `cells` cells (default N), in
+    rows of `nrow` (default ceil(sqrt(cells))): the first `cells` images, then blank cells in the padding's white,
+    so that a grid has the same layout and size however many images there are."""
     import torch
     from torchvision.utils import make_grid
 
     images = torch.as_tensor(images)
-    nrow = nrow or max(1, int(np.ceil(np.sqrt(len(images)))))
-    grid = make_grid(images, nrow=nrow, padding=1, pad_value=255).permute(1, 2, 0).numpy()
-    image = Image.fromarray(grid[..., 0] if images.shape[1] == 1 else grid)
+    cells = cells or len(images)
+    images = images[:cells]
+    blank = torch.full((cells - len(images), *images.shape[1:]), 255, dtype=images.dtype)
+    nrow = nrow or max(1, int(np.ceil(np.sqrt(cells))))
+    return make_grid(torch.cat([images, blank]), nrow=nrow, padding=1, pad_value=255)
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, cells: int | None = None, nrow: int | None = None,
+              upscale: int = 1) -> None:
+    """uint8 images (N, C, H, W) as one PNG grid of `cells` cells (see `_grid`), optionally upscaled."""
+    grid = _grid(images, cells, nrow).permute(1, 2, 0).numpy()
+    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if upscale > 1:
         image = image.resize((image.width * upscale, image.height * upscale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
@@ -60,21 +73,44 @@ def experiment_colors(experiments: Iterable[str]) -> dict[str, str]:
     return {name: to_hex(palette(i % palette.N)) for i, name in enumerate(experiments)}
 
 
-def _legend_below(axes) -> None:
-    """The legend under the axes, where it covers no curve or point."""
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+def _legend_below(axes, handles: list | None = None) -> None:
+    """The legend (of `handles`, default the labelled artists) under the axes, where it covers no curve or point."""
+    axes.legend(**({"handles": handles} if handles is not None else {}), loc="upper center",
+                bbox_to_anchor=(0.5, -0.15), frameon=False)
 
 
-def add_grid_to_tensorboard(images: np.ndarray, tensorboard_dir: str | Path, epoch: int) -> None:
-    """uint8 images (N, C, H, W) as one grid image `samples` at step `epoch` of the run's TensorBoard files."""
-    import torch
+class _PlainLogFormatter(LogFormatter):
+    """matplotlib's choice of which log-axis ticks to label, written as plain numbers (20, 300), never 2×10¹."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _fid_scale(axes, fids: Iterable[float]) -> None:
+    """A log FID axis when the plotted FIDs span a factor of 10 or more, else a linear one; plain numbers on either.
+    On a log axis spanning under two decades, the ticks between decades (2, 3, 4, 6 times one) are labelled too."""
+    fids = [fid for fid in fids if np.isfinite(fid)]
+    if fids and min(fids) > 0 and max(fids) >= 10 * min(fids):
+        axes.set_yscale("log")
+        axes.yaxis.set_major_formatter(_PlainLogFormatter())
+        axes.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    else:
+        axes.set_yscale("linear")
+        axes.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+
+def add_grid_to_tensorboard(images: np.ndarray, tensorboard_dir: str | Path, epoch: int, cells: int | None = None) -> None:
+    """uint8 images (N, C, H, W) as one grid image `samples` (of `cells` cells, see `_grid`) at step `epoch`, in the
+    run's TensorBoard folder under samples/epoch_<epoch>/. Event files only grow, so that folder's old files are
+    deleted first: a grid drawn again replaces the epoch's image instead of adding a second one."""
     from torch.utils.tensorboard import SummaryWriter
-    from torchvision.utils import make_grid
 
-    images = torch.as_tensor(images)
-    grid = make_grid(images, nrow=max(1, int(np.ceil(np.sqrt(len(images))))), padding=1, pad_value=255)
-    with SummaryWriter(str(tensorboard_dir)) as writer:
-        writer.add_image("samples", grid, global_step=epoch)
+    folder = Path(tensorboard_dir) / "samples" / f"epoch_{epoch}"
+    for old in folder.glob("*tfevents*"):
+        old.unlink()
+    with SummaryWriter(str(folder)) as writer:
+        writer.add_image("samples", _grid(images, cells), global_step=epoch)
+
 
 def smooth(values: pd.Series, window: int) -> pd.Series:
     """A centred rolling mean, so curves of noisy per-step losses can be compared."""
@@ -129,7 +165,8 @@ def montage_figure(grids: dict[str, dict[int, str | Path]], labels: dict[str, st
                     axis.imshow(np.asarray(grid), cmap="gray")
             if row == 0:
                 axis.set_title(f"epoch {epoch}")
-        axes[row][0].set_ylabel(textwrap.fill(labels[name], 20), rotation=0, ha="right", va="center",
+        label = textwrap.fill(labels[name], 20, break_long_words=False, break_on_hyphens=False)  # between words
+        axes[row][0].set_ylabel(label, rotation=0, ha="right", va="center",
                                 color=colors[name], fontsize="medium")
     return figure
 
@@ -140,29 +177,74 @@ def plot_sample_montage(grids: dict[str, dict[int, str | Path]], labels: dict[st
 
 def fid_figure(metrics: pd.DataFrame, labels: dict[str, str]) -> Figure:
     """FID against epoch, one line per experiment (colours as `experiment_colors(labels)`), on integer epoch ticks:
-    the mean over its seeds, with error bars of ±1 standard deviation over seeds where it has several; the
-    extractor and sample count go in the title."""
+    the mean over its seeds, with error bars of ±1 standard deviation over seeds where it has several. FIDs from
+    fewer samples than the extractor's most are biased upwards: their points are hollow (see `_sample_markers`);
+    the title names each extractor and sample count once, the legend each marker."""
     colors = experiment_colors(labels)
+    markers = _sample_markers(metrics)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     several_seeds = False
+    handles = []
     for name in labels:
-        fid = metrics[metrics["experiment"] == name].groupby("epoch")["fid"].agg(["mean", "std", "count"])
-        axes.plot(fid.index, fid["mean"], marker="o", color=colors[name], label=labels[name])
+        runs = metrics[metrics["experiment"] == name]
+        fid = runs.groupby("epoch")["fid"].agg(["mean", "std", "count"])
+        (line,) = axes.plot(fid.index, fid["mean"], color=colors[name], label=labels[name])
+        handles.append(line)
+        fewest = runs.sort_values("num_samples").groupby("epoch")[["extractor", "num_samples"]].first()
+        for key, epochs in fewest.groupby(["extractor", "num_samples"]).groups.items():  # an epoch's fewest samples
+            marker, filled = markers[key]
+            axes.plot(epochs, fid.loc[epochs, "mean"], linestyle="none", marker=marker, color=colors[name],
+                      markerfacecolor=colors[name] if filled else "none", label="_nolegend_")
         if (fid["count"] > 1).any():
             several_seeds = True
             axes.errorbar(fid.index, fid["mean"], yerr=fid["std"].fillna(0.0), fmt="none", ecolor=colors[name],
                           capsize=3)
-    title = f"FID ({_fid_title(metrics)})" + ("\nmean over seeds, error bars ±1 std" if several_seeds else "")
-    axes.set(xlabel="epoch", ylabel="FID (lower is better)", yscale="log", title=title)
+    if len(markers) > 1:
+        handles += _marker_legend(markers)
+    title = f"FID ({_fid_title(markers)})" + ("\nmean over seeds, error bars ±1 std" if several_seeds else "")
+    axes.set(xlabel="epoch", ylabel="FID (lower is better)", title=title)
+    _fid_scale(axes, metrics.groupby(["experiment", "epoch"])["fid"].mean())
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(True, which="both", alpha=0.3)
-    _legend_below(axes)
+    _legend_below(axes, handles)
     return figure
 
 
-def _fid_title(metrics: pd.DataFrame) -> str:
-    """The extractor and sample count the FIDs come from: values are only comparable when these match."""
-    return ", ".join(sorted({f"{e} features, {n} samples" for e, n in zip(metrics["extractor"], metrics["num_samples"])}))
+HOLLOW_MARKERS = ("o", "s", "^", "D", "v")  # for the smaller sample counts of an extractor, largest first
+
+
+def _sample_markers(metrics: pd.DataFrame) -> dict[tuple[str, int], tuple[str, bool]]:
+    """(extractor, num_samples) -> (marker, filled): each extractor's largest sample count a filled circle, its
+    smaller counts hollow markers, each its own shape. Only FIDs of one extractor and count are comparable."""
+    markers = {}
+    for extractor, counts in metrics.groupby("extractor")["num_samples"]:
+        largest, *smaller = sorted(set(counts), reverse=True)
+        markers[(extractor, int(largest))] = ("o", True)
+        for i, count in enumerate(smaller):
+            markers[(extractor, int(count))] = (HOLLOW_MARKERS[i % len(HOLLOW_MARKERS)], False)
+    return markers
+
+
+def _fid_title(markers: dict[tuple[str, int], tuple[str, bool]]) -> str:
+    """Each extractor once, with its largest sample count and, hollow, its smaller ones."""
+    parts = []
+    for extractor in dict.fromkeys(extractor for extractor, _ in markers):
+        counts = [(count, filled) for (e, count), (_, filled) in markers.items() if e == extractor]
+        part = f"{extractor} features, {next(count for count, filled in counts if filled)} samples"
+        smaller = sorted(count for count, filled in counts if not filled)
+        if smaller:
+            part += f"; hollow: {' or '.join(map(str, smaller))} samples, biased upwards"
+        parts.append(part)
+    return " | ".join(parts)
+
+
+def _marker_legend(markers: dict[tuple[str, int], tuple[str, bool]]) -> list[Line2D]:
+    """A grey legend entry per sample count, in its marker."""
+    several_extractors = len({extractor for extractor, _ in markers}) > 1
+    return [Line2D([], [], color="grey", linestyle="none", marker=marker, markerfacecolor="grey" if filled else "none",
+                   label=(f"{extractor}, " if several_extractors else "") + f"{count} samples"
+                   + ("" if filled else ", FID biased upwards"))
+            for (extractor, count), (marker, filled) in markers.items()]
 
 
 def plot_fid(metrics: pd.DataFrame, labels: dict[str, str], path: str | Path) -> None:
@@ -174,9 +256,10 @@ def sweep_figure(summary: pd.DataFrame, sweep: dict[str, list], experiments: dic
 
     `sweep` is the config's field -> values; `experiments` maps each experiment to its `parent` (the configured
     experiment) and its `swept` values. In a field's panel, one line joins the experiments that differ only in
-    that field."""
+    that field. Each panel's legend sits under it, its entries wrapped between words, and the layout is
+    constrained, so that no panel's text runs over another's."""
     last = summary[summary["epoch"] == summary["epoch"].max()].set_index("experiment")
-    figure, axes = plt.subplots(1, len(sweep), figsize=(4.5 * len(sweep), 4), squeeze=False)
+    figure, axes = plt.subplots(1, len(sweep), figsize=(4.5 * len(sweep), 4.5), squeeze=False, layout="constrained")
     for axis, (field, values) in zip(axes[0], sweep.items()):
         ticks = list(map(str, values))
         lines = {}
@@ -188,13 +271,17 @@ def sweep_figure(summary: pd.DataFrame, sweep: dict[str, list], experiments: dic
             points.sort()
             rows = last.loc[[name for _, name in points]]
             x = [x for x, _ in points]
-            (line,) = axis.plot(x, rows["fid_mean"], marker="o", label=label)
+            (line,) = axis.plot(x, rows["fid_mean"], marker="o",
+                                label=textwrap.fill(label, 30, break_long_words=False, break_on_hyphens=False))
             axis.errorbar(x, rows["fid_mean"], yerr=rows["fid_std"].fillna(0.0), fmt="none",
                           ecolor=line.get_color(), capsize=3)
         axis.set_xticks(range(len(ticks)), ticks)
-        axis.set(xlabel=field, ylabel=f"FID at epoch {int(last['epoch'].max())}", yscale="log")
+        axis.set(xlabel=field, ylabel=f"FID at epoch {int(last['epoch'].max())}")
+        _fid_scale(axis, last["fid_mean"])
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize="small")
+        below_axis_label = offset_copy(axis.transAxes, figure, y=-40, units="points")  # however tall the panel
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below_axis_label, frameon=False,
+                    fontsize="small")
     figure.suptitle("FID against each swept field\n(mean over seeds, error bars ±1 std)")
     return figure
 

@@ -64,7 +64,7 @@ def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict
 class Lead:
     """The best experiment's lead over the second at the last sample epoch, tested against the seed-to-seed spread
     with Welch's t-test (unequal variances); `p_value` is None with fewer than 2 seeds, NaN when neither experiment's
-    FID varies over seeds."""
+    FID varies over seeds. Equal mean FIDs (bit-identical runs, say) are a tie, not a lead."""
 
     epoch: int
     best: str
@@ -74,10 +74,21 @@ class Lead:
     t_statistic: float | None
     p_value: float | None
 
+    @property
+    def tied(self) -> bool:
+        """Nothing separates the two: their mean FIDs are equal."""
+        return fmean(self.best_fids) == fmean(self.second_fids)
+
     def sentence(self) -> str:
         best, second = fmean(self.best_fids), fmean(self.second_fids)
-        lead = (f"At epoch {self.epoch}, {self.best} has the lowest mean FID ({best:.4g} over {len(self.best_fids)} "
-                f"seeds), {second - best:.4g} below {self.second} ({second:.4g} over {len(self.second_fids)} seeds).")
+        if self.tied:
+            seeds = (f"{_seeds(len(self.best_fids))} each" if len(self.best_fids) == len(self.second_fids)
+                     else f"{len(self.best_fids)} and {_seeds(len(self.second_fids))}")
+            return (f"At epoch {self.epoch}, {self.best} and {self.second} are tied for the lowest mean FID "
+                    f"({best:.4g} over {seeds}): nothing separates them.")
+        lead = (f"At epoch {self.epoch}, {self.best} has the lowest mean FID ({best:.4g} over "
+                f"{_seeds(len(self.best_fids))}), {second - best:.4g} below {self.second} ({second:.4g} over "
+                f"{_seeds(len(self.second_fids))}).")
         if self.p_value is None:
             return f"{lead} Whether this lead exceeds the seed-to-seed spread needs >= 2 seeds."
         if math.isnan(self.p_value):
@@ -86,6 +97,10 @@ class Lead:
                    else "does not exceed the seed-to-seed spread")
         return (f"{lead} The lead {verdict}: Welch's t-test t = {self.t_statistic:.3g}, p = {self.p_value:.3g} "
                 f"(significant below {SIGNIFICANCE}).")
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
 
 
 def best_lead(metrics: pd.DataFrame) -> Lead | None:

@@ -18,7 +18,9 @@ from ddpm.experiments import (
     expand_runs,
     experiment_labels,
     experiment_runs,
+    identical_runs,
 )
+from snakemake.logging import logger
 
 DATASET = check_dataset(**config["dataset"])
 check_evaluation(DATASET, config["evaluation"])
@@ -37,6 +39,9 @@ GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.item
 # (a cluster job's own snakemake is given --resources for that one job)
 if workflow.is_main_process:
     check_gpus(GPUS, workflow.global_resources.get("gpu").value)
+    for names in identical_runs(RUNS):
+        logger.warning(f"warning: runs {', '.join(names)} have the same training config and seed: they train the "
+                       "same model, and the summary will find them tied")
 
 
 wildcard_constraints:

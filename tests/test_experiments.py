@@ -1,17 +1,21 @@
 """The workflow's half of the config (ddpm.experiments): experiments, sweeps, seeds and the checks that need the dataset."""
 
+import re
+
 import pytest
 
 from ddpm.config import TrainConfig
 from ddpm.dataset_info import DatasetInfo
 from ddpm.experiments import (
     check_evaluation,
+    check_numbers_read_as_text,
     check_experiment_name,
     check_gpus,
     check_sampling,
     expand_runs,
     experiment_configs,
     experiment_runs,
+    identical_runs,
     sample_settings,
     yaml_config_overrides,
 )
@@ -79,6 +83,27 @@ def test_ddim_steps_cannot_exceed_an_experiments_timesteps():
         check_sampling({"sampler": "ddim", "ddim_steps": 50}, experiments)
     with pytest.raises(ValueError, match=r"sampling.sampler must be one of \['ancestral', 'ddim'\], got 'euler'"):
         check_sampling({"sampler": "euler", "ddim_steps": 50}, experiments)
+    with pytest.raises(ValueError, match=r"sampling.num_samples_early \(16\) is larger than sampling.num_samples \(8\)"):
+        check_sampling({"sampler": "ancestral", "num_samples": 8, "num_samples_early": 16}, experiments)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"defaults": {"lr": "1e-3"}}, "defaults.lr is '1e-3', which YAML reads as text, not a number: write 1.0e-3"),
+    ({"sweep": {"lr": [1.0e-3, "2E+4"]}}, "sweep.lr is '2E+4', which YAML reads as text, not a number: write 2.0e+4"),
+])
+def test_a_number_yaml_reads_as_text_is_refused_with_how_to_write_it(config, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_numbers_read_as_text(config)
+    check_numbers_read_as_text({"dataset": {"path": "1e3"}, "defaults": {"lr": 1.0e-3}, "experiments": {"a": None}})
+
+
+def test_runs_that_would_train_the_same_model_are_found():
+    config = workflow_config(experiments={"adam": {}, "adamw": {"optimizer": "adamw"}, "saved_often": {"state_every": 7},
+                                          "decayed": {"optimizer": "adamw", "weight_decay": 0.01}})
+    runs = expand_runs(config, DIGITS)
+    assert identical_runs(runs) == [["adam", "saved_often"]]  # adamw without weight decay is adam, but not the same code
+    assert identical_runs(expand_runs({**config, "seeds": [0, 1]}, DIGITS)) == \
+        [["adam.seed-0", "saved_often.seed-0"], ["adam.seed-1", "saved_often.seed-1"]]
 
 
 def test_sample_settings_hold_only_what_changes_the_samples():
@@ -107,6 +132,8 @@ def test_config_overrides_are_read_as_yaml():
     assert yaml_config_overrides(["sample_epochs=[10, 30]", "sampling={grid_size: 4}", "name=x", "lr=2e-3",
                                   "tensorboard=true"]) == \
         {"sample_epochs": [10, 30], "sampling": {"grid_size": 4}, "tensorboard": True}
+    assert yaml_config_overrides(["sweep={}", "seeds=null"]) == {"sweep": None, "seeds": None}  # switched off
+    assert yaml_config_overrides(["sweep={lr: [0.1]}", "seeds=[]"]) == {"sweep": {"lr": [0.1]}, "seeds": None}
 
 
 def sweep_config(**changes) -> dict:

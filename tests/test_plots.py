@@ -165,7 +165,139 @@ def test_grid_goes_to_tensorboard_at_its_epoch(tmp_path):
 
     images = np.random.default_rng(0).integers(0, 256, (9, 1, 8, 8), dtype=np.uint8)
     add_grid_to_tensorboard(images, tmp_path, epoch=7)
-    events = EventAccumulator(str(tmp_path))
+    events = EventAccumulator(str(tmp_path / "samples" / "epoch_7"))  # TensorBoard shows it as the run's sub-run
     events.Reload()
     (image,) = events.Images("samples")
     assert (image.step, image.width, image.height) == (7, 3 * 9 + 1, 3 * 9 + 1)  # 3x3 grid of 8x8, 1-pixel padding
+
+
+def mixed_sample_counts() -> pd.DataFrame:
+    """metrics() with epoch 1 scored from 16 samples (num_samples_early) and the later epochs from 64."""
+    frame = metrics()
+    return frame.assign(num_samples=np.where(frame["epoch"] == 1, 16, 64))
+
+
+def test_fid_plot_names_each_extractor_and_sample_count_once_and_marks_the_smaller_counts_hollow(close_figures):
+    figure = plots.fid_figure(mixed_sample_counts(), LABELS)
+    axes = figure.axes[0]
+    title = axes.get_title()
+    assert title.count("classifier") == 1 and title.count("16 samples") == 1 and title.count("64 samples") == 1
+    assert "hollow: 16 samples, biased upwards" in title
+    colors = set(plots.experiment_colors(LABELS).values())
+    marked = [line for line in axes.get_lines() if line.get_marker() not in ("None", "", None)]
+    points = {(to_hex(line.get_color()), int(epoch), line.get_markerfacecolor() == "none")
+              for line in marked for epoch in line.get_xdata()}
+    assert points == {(color, epoch, epoch == 1) for color in colors for epoch in EPOCHS}  # hollow exactly at epoch 1
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert "16 samples, FID biased upwards" in legend and "64 samples" in legend
+    one_count = plots.fid_figure(metrics(), LABELS).axes[0]
+    assert one_count.get_title() == "FID (classifier features, 16 samples)"
+    assert not any(line.get_markerfacecolor() == "none" for line in one_count.get_lines())
+
+
+def tick_label_texts(figure) -> list[str]:
+    """The drawn major and minor tick labels of every axes of a figure."""
+    figure.canvas.draw()
+    return [label.get_text() for axes in figure.axes for axis in (axes.xaxis, axes.yaxis)
+            for label in axis.get_ticklabels(minor=False) + axis.get_ticklabels(minor=True) if label.get_visible()]
+
+
+def sweep_case(fields: dict[str, list], fid: float = 10.0):
+    """A sweep over `fields` of the experiment `ddpm_paper`: its config, experiments and summary (FIDs from `fid`)."""
+    experiments = {}
+    for values in itertools.product(*fields.values()):
+        swept = dict(zip(fields, values))
+        experiments["ddpm_paper." + ".".join(f"{k}-{v}" for k, v in swept.items())] = {"parent": "ddpm_paper",
+                                                                                      "swept": swept}
+    summary = pd.DataFrame([{"experiment": name, "epoch": epoch, "fid_mean": fid + 10 * i + epoch, "fid_std": 1.0}
+                            for i, name in enumerate(experiments) for epoch in (1, 2)])
+    return summary, fields, experiments
+
+
+def test_fid_axes_over_a_narrow_range_have_plain_tick_labels(close_figures):
+    narrow = metrics().assign(fid=lambda frame: 800.0 + 25 * frame["epoch"] + frame.index % 4)  # 825..879
+    wide = metrics().assign(fid=lambda frame: 5.0 * 10.0 ** (frame["epoch"] - 1))  # 5..500
+    sweep = sweep_case({"lr": [1e-4, 2e-4]}, fid=800.0)
+    for figure in (plots.fid_figure(narrow, LABELS), plots.fid_figure(wide, LABELS), plots.sweep_figure(*sweep)):
+        labels = [text for text in tick_label_texts(figure) if text]
+        assert labels and not [text for text in labels if "$" in text or "10^" in text or "×10" in text], labels
+    assert plots.fid_figure(narrow, LABELS).axes[0].get_yscale() == "linear"  # less than a decade: linear
+    assert plots.fid_figure(wide, LABELS).axes[0].get_yscale() == "log"
+
+
+def text_boxes_of(axes, renderer) -> list:
+    """The bounding boxes of an axes' drawn text: its title, each axis (its drawn tick labels and its label) and
+    its legend."""
+    boxes = [axes.title.get_window_extent(renderer)] if axes.get_title() else []
+    boxes += [axis.get_tightbbox(renderer) for axis in (axes.xaxis, axes.yaxis)]
+    legend = axes.get_legend()
+    return boxes + ([legend.get_window_extent(renderer)] if legend is not None else [])
+
+
+@pytest.mark.parametrize("fields", [
+    {"lr": [1e-4, 2e-4, 5e-4], "attention_resolutions": [[16], [8, 16]]},
+    {"lr": [1e-4, 2e-4], "batch_size": [64, 128], "channel_mult": [[1, 2], [1, 2, 2, 2]]},
+])
+def test_sweep_panels_draw_no_text_over_each_other(fields, close_figures):
+    figure = plots.sweep_figure(*sweep_case(fields))
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    panels = [text_boxes_of(axes, renderer) for axes in figure.axes]
+    assert len(panels) == len(fields)
+    for first, second in itertools.combinations(range(len(panels)), 2):
+        for a, b in itertools.product(panels[first], panels[second]):
+            assert not a.overlaps(b), (first, second, a, b)
+        for box in panels[second]:
+            assert not box.overlaps(figure.axes[first].get_window_extent(renderer))
+        for box in panels[first]:
+            assert not box.overlaps(figure.axes[second].get_window_extent(renderer))
+    for axes in figure.axes:  # nor a legend over its own panel's axes, ticks or axis labels
+        legend = axes.get_legend().get_window_extent(renderer)
+        for box in [axes.get_window_extent(renderer)] + [axis.get_tightbbox(renderer) for axis in (axes.xaxis, axes.yaxis)]:
+            assert not legend.overlaps(box), (legend, box)
+    title = figure._suptitle.get_window_extent(renderer)
+    assert not any(title.overlaps(box) for boxes in panels for box in boxes)
+
+
+def test_montage_row_labels_wrap_between_words_only(tmp_path, close_figures):
+    labels = {"ddpm": "ddpm (attention_resolutions=[16], channel_mult=[1, 2], hidden_size=64)",
+              "course": "course (course.lr-0.0001-with-a-long-name, lr=0.0001)"}
+    grids = {name: {1: path} for name, path in zip(labels, write_grids(tmp_path)["zeta"].values())}
+    figure = plots.montage_figure(grids, labels)
+    words = {name: label.split() for name, label in labels.items()}
+    drawn = {name: axes.get_ylabel() for name, axes in zip(labels, figure.axes)}
+    for name, text in drawn.items():
+        assert "\n" in text  # still wrapped
+        assert [word for line in text.split("\n") for word in line.split()] == words[name], text
+
+
+def test_grids_have_the_same_size_whatever_the_number_of_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for channels in (1, 3):
+        images = rng.integers(0, 256, (16, channels, 8, 8), dtype=np.uint8)
+        plots.save_grid(images[:8], tmp_path / "early.png", cells=16, upscale=2)
+        plots.save_grid(images, tmp_path / "last.png", cells=16, upscale=2)
+        with Image.open(tmp_path / "early.png") as early, Image.open(tmp_path / "last.png") as last:
+            assert early.size == last.size == (2 * (4 * 9 + 1),) * 2  # 4x4 cells of 8x8, 1-pixel padding, upscaled
+            early, last = np.asarray(early), np.asarray(last)
+        half = 2 * (2 * 9 + 1)  # the first two rows: the 8 images both grids hold
+        np.testing.assert_array_equal(early[:half], last[:half])
+        assert (early[half:] == 255).all()  # the missing cells blank, in the padding's colour
+
+
+def tensorboard_images(folder) -> list[tuple[int, int, int]]:
+    """Every (step, width, height) of a `samples` image that TensorBoard shows for `folder` and its sub-folders."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    board = EventMultiplexer().AddRunsFromDirectory(str(folder))
+    board.Reload()
+    return sorted((image.step, image.width, image.height) for run, tags in board.Runs().items()
+                  if "samples" in tags["images"] for image in board.Images(run, "samples"))
+
+
+def test_redrawn_grid_replaces_its_epoch_in_tensorboard(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (16, 1, 8, 8), dtype=np.uint8)
+    plots.add_grid_to_tensorboard(images[:9], tmp_path, epoch=7)
+    plots.add_grid_to_tensorboard(images[:4], tmp_path, epoch=3)
+    plots.add_grid_to_tensorboard(images, tmp_path, epoch=7)  # grid_size raised: epoch 7 drawn again
+    assert tensorboard_images(tmp_path) == [(3, 2 * 9 + 1, 2 * 9 + 1), (7, 4 * 9 + 1, 4 * 9 + 1)]

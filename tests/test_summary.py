@@ -96,7 +96,8 @@ def test_welch_test_of_the_best_against_the_second():
 
 
 def test_no_test_without_spread_or_without_a_second_experiment():
-    constant = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": 5.0} for e in "xy" for s in range(3)])
+    constant = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": fid} for e, fid in (("x", 5.0), ("y", 6.0))
+                             for s in range(3)])
     assert "undefined" in best_lead(constant).sentence()
     assert best_lead(constant[constant["experiment"] == "x"]) is None
 
@@ -110,3 +111,21 @@ def test_summary_files_hold_the_table_and_the_verdict(tmp_path):
     page = (tmp_path / "summary.html").read_text()
     assert "<table" in page and "Welch" in page and page.count("<tr") == 1 + len(summary)
     assert "nothing to compare" in summary_html(summary, None)
+
+
+def test_equal_means_are_a_tie_not_a_lead():
+    identical = pd.DataFrame([{"experiment": e, "seed": 0, "epoch": 1, "fid": 708.7} for e in ("x", "y")])
+    sentence = best_lead(identical).sentence()
+    assert "x and y are tied" in sentence and "708.7 over 1 seed each" in sentence, sentence
+    assert "below" not in sentence and "lead" not in sentence, sentence
+    two_seeds = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": fid}
+                              for e in ("x", "y") for s, fid in enumerate((5.0, 7.0))])
+    sentence = best_lead(two_seeds).sentence()
+    assert "tied" in sentence and "t-test" not in sentence and "lead" not in sentence, sentence
+    assert "tied" in summary_html(summarize(losses(), metrics()), best_lead(two_seeds))
+
+
+def test_one_seed_is_singular():
+    sentence = best_lead(metrics()[metrics()["seed"] == 0]).sentence()
+    assert "(10 over 1 seed)" in sentence and "(20 over 1 seed)" in sentence and "seeds)" not in sentence, sentence
+    assert "(11 over 2 seeds)" in best_lead(metrics()).sentence()

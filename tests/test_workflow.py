@@ -110,6 +110,13 @@ def test_fields_that_cannot_change_a_run_retrain_nothing(run, defaults):
     assert "Nothing to be done" in planned.output, planned.output
 
 
+def test_runs_that_train_the_same_model_are_warned_of_before_any_job(tmp_path):
+    config = tiny_config(experiments={"base": {}, "saved_often": {"state_every": 7}})
+    planned = snakemake(tmp_path, "--dry-run", config=config)
+    assert planned.returncode == 0, planned.output
+    assert "runs base, saved_often have the same training config and seed" in planned.output, planned.output
+
+
 def test_removing_a_sample_epoch_retrains_nothing(run):
     planned = snakemake(run, "--dry-run", config=tiny_config(sample_epochs=[2]))
     assert planned.returncode == 0, planned.output
@@ -232,6 +239,10 @@ def test_lint_is_clean(tmp_path):
 BAD_CONFIGS = [
     ("unknown dataset", {"dataset": {"name": "mnist"}}, "'mnist' is not one of"),
     ("negative lr", {"defaults": {"lr": -1.0}}, "lr"),
+    ("lr written 1e-3", {"experiments": {"base": {"lr": "1e-3"}}},
+     "experiments.base.lr is '1e-3', which YAML reads as text, not a number: write 1.0e-3"),
+    ("num_samples_early above num_samples", {"sampling": {"num_samples": 8, "num_samples_early": 16}},
+     "sampling.num_samples_early (16) is larger than sampling.num_samples (8)"),
     ("unknown optimizer", {"defaults": {"optimizer": "rmsprop"}}, "'rmsprop' is not one of"),
     ("wrong type", {"defaults": {"batch_size": "many"}}, "'many' is not of type 'integer'"),
     ("unknown key", {"defaults": {"learning_rate": 0.1}}, "'learning_rate' was unexpected"),
