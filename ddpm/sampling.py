@@ -1,14 +1,28 @@
-"""Sampling from a training checkpoint, with the EMA weights when the run kept them."""
+"""Sampling from a training checkpoint, with the EMA weights when the run kept them: in Python, and on the
+command line (the workflow's sample job draws the same images from the same arguments):
 
+    python -m ddpm.sampling results/ddpm/checkpoints/epoch_40.pt --num-samples 100 --out grid.png --sampler ddim
+    ddpm-sample CHECKPOINT --num-samples 1000 --out samples.npy       (the same, once the package is installed)
+"""
+
+import argparse
+import math
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ddpm.checkpoint import load_checkpoint
+from ddpm.checkpoint import CheckpointError, load_checkpoint
+from ddpm.checks import DEVICES, SAMPLERS
 from ddpm.config import TrainConfig
 from ddpm.data import to_uint8
 from ddpm.diffusion import DiffusionModel
+from ddpm.files import atomic_write
 from ddpm.models import build_model, resolve_device
+from ddpm.plots import save_grid
+
+DEFAULT_DDIM_STEPS = 50  # the config's sampling.ddim_steps default
 
 
 def load_model(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> DiffusionModel:
@@ -64,3 +78,59 @@ def sample_checkpoint(checkpoint_path: str | Path, num_samples: int, steps: int 
     """Load a checkpoint and draw uint8 samples from it (see `generate`)."""
     device = resolve_device(device)
     return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device, amp, eta)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line that names the argument."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Draw samples from a checkpoint into a PNG grid or a uint8 .npy array (N, C, H, W), chosen by --out's suffix."""
+    prog = "python -m ddpm.sampling" if Path(sys.argv[0]).name == "sampling.py" else "ddpm-sample"
+    parser = _Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a checkpoint of a run: results/<run>/checkpoints/epoch_<E>.pt")
+    parser.add_argument("--num-samples", type=_count(1), required=True)
+    parser.add_argument("--out", type=Path, required=True, help="FILE.png: a grid of them all; FILE.npy: the uint8 array")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ancestral",
+                        help="ancestral: Algorithm 2 over all T steps; ddim: Song et al. 2021 over --steps steps")
+    parser.add_argument("--steps", type=_count(1), help=f"DDIM steps, at most T (default {DEFAULT_DDIM_STEPS})")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM's noise scale in [0, 1] (default 0)")
+    parser.add_argument("--seed", type=_count(0), default=0)
+    parser.add_argument("--batch-size", type=_count(1), default=256)
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    args = parser.parse_args(argv)
+    if args.out.suffix not in (".png", ".npy"):
+        parser.error(f"argument --out: must end in .png or .npy, got {str(args.out)!r}")
+    if args.sampler == "ancestral" and (args.steps is not None or args.eta):
+        parser.error("argument --steps/--eta: apply to --sampler ddim only")
+    if not 0 <= args.eta <= 1:
+        parser.error(f"argument --eta: must be in [0, 1], got {args.eta}")
+    steps = (args.steps or DEFAULT_DDIM_STEPS) if args.sampler == "ddim" else None
+    try:
+        images = sample_checkpoint(args.checkpoint, args.num_samples, steps, args.seed, args.batch_size, args.device,
+                                   eta=args.eta)
+    except CheckpointError as error:
+        parser.error(f"argument checkpoint: {error}")
+    except ValueError as error:  # DDIM steps beyond the checkpoint's T
+        parser.error(f"argument --steps: {error}")
+    if args.out.suffix == ".npy":
+        atomic_write(args.out, lambda f: np.save(f, images.numpy()))
+    else:
+        save_grid(images, args.out, nrow=math.ceil(math.sqrt(len(images))), upscale=max(1, 32 // images.shape[-1]))
+    print(f"wrote {args.out}: {len(images)} samples of {tuple(images.shape[1:])} from {args.checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

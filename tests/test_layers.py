@@ -9,11 +9,11 @@ from tests.conftest import ROOT
 LAYERS = [
     ("files", "checks"),
     ("config", "dataset_info"),
-    ("unet", "ddpm_unet", "diffusion", "data", "checkpoint"),
+    ("unet", "ddpm_unet", "diffusion", "data", "checkpoint", "plots"),
     ("models",),
     ("run_files",),
     ("training", "sampling", "metrics"),
-    ("launch", "experiments", "summary", "plots"),
+    ("launch", "experiments", "summary"),
     ("workflow",),
 ]
 LAYER = {module: number for number, modules in enumerate(LAYERS) for module in modules}
