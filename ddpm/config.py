@@ -120,7 +120,17 @@ class TrainConfig:
         field_name, value = APPLIES_ONLY.get(name, (None, None))
         return field_name is None or getattr(self, field_name) == value
 
+    def extensible_identity(self) -> dict:
+        """The training identity without the number of epochs where the lr schedule does not depend on it (constant
+        after the warmup): two configs that share it train the same epochs, up to the fewer of their `epochs`, so
+        a finished run goes on from its final state when asked for more."""
+        identity = self.training_identity()
+        if self.lr_schedule == "constant":
+            del identity["epochs"]
+        return identity
+
     def fingerprint(self) -> str:
-        """A hash of the training identity but the number of processes (a resume checks that itself)."""
-        relevant = {k: v for k, v in self.training_identity().items() if k != "gpus"}
+        """A hash of what a resume state must share with this config: the extensible identity but the number of
+        processes (a resume checks that itself)."""
+        relevant = {k: v for k, v in self.extensible_identity().items() if k != "gpus"}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -8,6 +8,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -264,6 +265,26 @@ def identical_runs(runs: dict[str, Run]) -> list[list[str]]:
     for name, run in runs.items():
         groups.setdefault(json.dumps(run.config.training_identity(), sort_keys=True), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
+
+
+def epoch_changes(runs: dict[str, Run], results: Path) -> list[str]:
+    """What the train job of each finished run (its config in results/<run>/config.yaml) whose `epochs` changed will
+    do: go on from its final state, or, under the cosine lr schedule, whose lr depends on the number of epochs, train
+    again from step 0."""
+    messages = []
+    for name, run in runs.items():
+        recorded = results / name / "config.yaml"
+        before = TrainConfig.from_dict(yaml.safe_load(recorded.read_text())["train"]) if recorded.exists() else None
+        if before is None or before.epochs == run.config.epochs:
+            continue
+        change = f"run {name}: epochs {before.epochs} -> {run.config.epochs}"
+        if before.extensible_identity() == run.config.extensible_identity():
+            messages.append(f"{change}: trains on from its final state at epoch {before.epochs}" if
+                            run.config.epochs > before.epochs else f"{change}: keeps its first {run.config.epochs} epochs")
+        elif dataclasses.replace(before, epochs=run.config.epochs).training_identity() == run.config.training_identity():
+            messages.append(f"{change}: trains again from step 0, as lr_schedule {run.config.lr_schedule} depends on "
+                            "the number of epochs")
+    return messages
 
 
 def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:

@@ -49,6 +49,14 @@ def write_csv(frame, path: str | Path) -> Path:
 
 
 def publish(source: str | Path, target: str | Path) -> Path:
-    """Copy `source` to `target` atomically."""
-    with open(source, "rb") as f:
-        return atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+    """`source` at `target` too, atomically: a hard link (no second copy on disk), or a copy across file systems."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    link = target.with_name(f".{target.name}.{secrets.token_hex(4)}.link")
+    try:
+        os.link(source, link)
+    except OSError:  # another file system, or one without hard links
+        with open(source, "rb") as f:
+            return atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+    os.replace(link, target)
+    return target

@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ddpm.checkpoint import ResumeStore, save_checkpoint
+from ddpm.checkpoint import ResumeStore, load_checkpoint, save_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.files import atomic_write, publish
 
@@ -26,15 +25,8 @@ class LossLog:
 
     def __init__(self, path: Path, resume_step: int):
         self.path = path
-        rows = []
-        if resume_step and path.exists():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+        rows = _rows_up_to(path, resume_step)
+        atomic_write(path, lambda f: f.write(rows.encode()))
         self.file = path.open("a", newline="")
         self.writer = csv.writer(self.file)
 
@@ -50,9 +42,10 @@ class LossLog:
 
 
 class RunFiles:
-    """One run's files. While it trains they live in `state_dir` (resume states, the growing loss CSV, the
-    epoch checkpoints), so a workflow manager that deletes a failed job's outputs loses nothing; at the end
-    they are published to `run_dir`. Rank 0 writes; every rank reads the resume state."""
+    """One run's files. They live in `state_dir` (resume states, the growing loss CSV, the epoch checkpoints), so a
+    workflow manager that deletes a failed job's outputs loses nothing; at the end they are published to `run_dir`,
+    and `state_dir` keeps them with the final state, from which a run asked for more epochs goes on. Rank 0 writes;
+    every rank reads the resume state."""
 
     def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path, state_dir: Path, rank: int, world: int):
         self.config, self.run_dir, self.state_dir, self.rank, self.world = config, run_dir, state_dir, rank, world
@@ -61,13 +54,19 @@ class RunFiles:
         self.fingerprint = _fingerprint(config, images)
         self.store = ResumeStore(state_dir, keep=config.keep_states)
         self.loss_log = None
+        self.saved_step = None  # of the newest resume state on disk
+        self.last_row = None  # the loss CSV's last row to publish, when the run went further than this one
 
-    def resume(self, parts, log: Callable[[str], object]) -> tuple[int, float]:
-        """Load the newest usable resume state into `parts` (ddpm.training.Parts); returns its (step, elapsed seconds), (0, 0.0) without one.
+    def resume(self, parts, total_steps: int, log: Callable[[str], object]) -> tuple[int, float]:
+        """Load the newest usable resume state into `parts` (ddpm.training.Parts); returns its step and elapsed
+        seconds, (0, 0.0) without one.
 
         A state of another training config or dataset, of another number of processes (whose RNG states do not
-        fit this run), or past a checkpoint epoch whose checkpoint it did not keep, is reported and removed, and
-        training starts from scratch. The epochs kept and how often states are saved may change between runs.
+        fit this run), past a checkpoint epoch whose checkpoint it did not keep, or past this run's last epoch
+        without a checkpoint of it, is reported and removed, and training starts from scratch. The epochs kept and
+        how often states are saved may change between runs, and so may the number of epochs where the lr schedule
+        does not depend on it: a finished run asked for fewer epochs, with a checkpoint of its new last one, trains
+        nothing (see `_keep_first_epochs`).
         """
         state = self.store.latest(log)
         unusable = None
@@ -76,14 +75,18 @@ class RunFiles:
         elif state is not None and state.get("world_size") != self.world:
             unusable = (f"was saved by {state.get('world_size')} processes but this run has {self.world} "
                         "(a resume needs the same number)")
-        elif state is not None and self._checkpoints_missing(state["step"]):
-            unusable = (f"is past epochs {self._checkpoints_missing(state['step'])} but holds no checkpoints of them, "
-                        "which this run keeps")
+        elif state is not None and self._checkpoints_missing(min(state["step"], total_steps)):
+            unusable = (f"is past epochs {self._checkpoints_missing(min(state['step'], total_steps))} but holds no "
+                        "checkpoints of them, which this run keeps")
+        elif state is not None and state["step"] > total_steps and self.config.epochs not in self.config.checkpoint_epochs:
+            unusable = f"is past this run's last epoch ({self.config.epochs}), of which it holds no checkpoint"
         if unusable:
             log(f"resume state in {self.state_dir} {unusable}; starting from scratch")
             if self.rank == 0:
                 self.store.clear()
             state = None
+        if state is not None and state["step"] > total_steps:
+            return self._keep_first_epochs(parts, total_steps, log)
         step, elapsed = (state["step"], state["elapsed_seconds"]) if state is not None else (0, 0.0)
         if state is not None:
             parts.model.load_state_dict(state["model"])
@@ -92,8 +95,23 @@ class RunFiles:
             parts.optimizer.load_state_dict(state["optimizer"])
             parts.scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"][self.rank])
+            self.saved_step = step
         self.loss_log = LossLog(self.state_dir / "losses.csv", step) if self.rank == 0 else None
         return step, elapsed
+
+    def _keep_first_epochs(self, parts, total_steps: int, log: Callable[[str], object]) -> tuple[int, float]:
+        """A finished run asked for fewer epochs: the weights of its checkpoint at the new last epoch, and its loss
+        rows up to there to publish; nothing to train, and the longer run's files stay, to be extended again."""
+        last = load_checkpoint(self.state_dir / "checkpoints" / f"epoch_{self.config.epochs}.pt")
+        parts.model.load_state_dict(last["model"])
+        if parts.ema is not None:
+            parts.ema.module.load_state_dict(last["ema"])
+        with (self.state_dir / "losses.csv").open(newline="") as f:
+            self.last_row = next(row for row in csv.DictReader(f) if int(row["step"]) == total_steps)
+        self.saved_step = total_steps  # no state to save: the longer run's final one stays
+        log(f"the run in {self.state_dir} has trained past epoch {self.config.epochs} already: its first "
+            f"{self.config.epochs} epochs are published, and nothing is trained")
+        return total_steps, float(self.last_row["elapsed_seconds"])
 
     def _checkpoints_missing(self, step: int) -> list[int]:
         """The checkpoint epochs that training has passed at `step` whose checkpoint is not in the state folder."""
@@ -114,6 +132,7 @@ class RunFiles:
                 "model": parts.model.state_dict(), "ema": parts.ema.state_dict() if parts.ema is not None else None,
                 "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(), "rng": rng,
             }, step)
+        self.saved_step = step
 
     def save_epoch_checkpoint(self, parts, epoch: int, step: int) -> None:
         if self.rank == 0:
@@ -124,18 +143,34 @@ class RunFiles:
             }, self.state_dir / "checkpoints" / f"epoch_{epoch}.pt")
 
     def publish(self) -> None:
-        """Copy the loss CSV and the epoch checkpoints to run_dir atomically, then remove state_dir."""
+        """The loss CSV and the epoch checkpoints in run_dir too (hard links, each made atomically)."""
         self.close()
         if self.rank == 0:
             for epoch in self.config.checkpoint_epochs:
                 checkpoint = Path("checkpoints") / f"epoch_{epoch}.pt"
                 publish(self.state_dir / checkpoint, self.run_dir / checkpoint)
-            publish(self.state_dir / "losses.csv", self.run_dir / "losses.csv")
-            shutil.rmtree(self.state_dir)
+            if self.last_row is None:
+                publish(self.state_dir / "losses.csv", self.run_dir / "losses.csv")
+            else:
+                rows = _rows_up_to(self.state_dir / "losses.csv", int(self.last_row["step"]))
+                atomic_write(self.run_dir / "losses.csv", lambda f: f.write(rows.encode()))
 
     def close(self) -> None:
         if self.loss_log is not None:
             self.loss_log.close()
+
+
+def _rows_up_to(path: Path, step: int) -> str:
+    """The loss CSV at `path` (empty if there is none) without its rows after `step`, as text."""
+    rows = []
+    if path.exists():
+        with path.open(newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= step]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def rng_state() -> dict:

@@ -247,8 +247,9 @@ def train(
 ) -> DiffusionModel:
     """Train on uint8 `images` (N, C, H, W); returns the model, holding the EMA weights if kept.
 
-    Progress lives in `state_dir` until the end (see RunFiles), when run_dir/losses.csv and
-    run_dir/checkpoints/epoch_<E>.pt are published. SIGTERM, SIGUSR1 or SIGINT during training raises
+    Progress lives in `state_dir` (see RunFiles); at the end run_dir/losses.csv and run_dir/checkpoints/epoch_<E>.pt
+    are published, and `state_dir` keeps the final state: the same call with more epochs trains only those (with a
+    constant lr after the warmup; the cosine schedule depends on the total and starts over). SIGTERM, SIGUSR1 or SIGINT during training raises
     TrainingInterrupted at the next loss row, after a resume state of that step is saved. With
     `tensorboard_dir`, every loss row also goes to TensorBoard event files there (a new run replaces the folder's
     events, a resumed one drops those after its step, so each shows one curve).
@@ -260,8 +261,8 @@ def train(
     parts = build_parts(config, images.shape[1], images.shape[-1], device, total_steps, rank)
     batches = Batches(images, config, device, parts.memory_format, rank, world)
     files = RunFiles(config, images, Path(run_dir), Path(state_dir), rank, world)
-    step, elapsed = files.resume(parts, log)
-    if step:
+    step, elapsed = files.resume(parts, total_steps, log)
+    if 0 < step < total_steps:
         log(f"resumed from step {step} (epoch {step // steps_per_epoch + 1}, {elapsed:.1f} s of training done)")
     tensorboard = _tensorboard_writer(tensorboard_dir, step) if tensorboard_dir is not None and rank == 0 else None
     window = LogWindow(device, files.loss_log, config.batch_size, step, total_steps, elapsed, tensorboard)
@@ -289,6 +290,8 @@ def train(
             if stop:
                 raise TrainingInterrupted(_interrupted_message(signals, step, epoch, files.state_dir))
             window.restart()
+        if files.saved_step != step:  # the final state, from which more epochs can follow
+            files.save_state(parts, step, window.elapsed)
     files.publish()
     if parts.ema is not None:
         parts.model.load_state_dict(parts.ema.module.state_dict())

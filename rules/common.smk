@@ -8,6 +8,7 @@
 
 
 import re
+from pathlib import Path
 
 from ddpm.dataset_info import check_dataset
 from ddpm.experiments import (
@@ -19,6 +20,7 @@ from ddpm.experiments import (
     experiment_labels,
     experiment_runs,
     identical_runs,
+    epoch_changes,
 )
 from snakemake.logging import logger
 
@@ -39,9 +41,13 @@ GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.item
 # (a cluster job's own snakemake is given --resources for that one job)
 if workflow.is_main_process:
     check_gpus(GPUS, workflow.global_resources.get("gpu").value)
+    for message in epoch_changes(RUNS, Path("results")):
+        logger.info(message)
     for names in identical_runs(RUNS):
-        logger.warning(f"warning: runs {', '.join(names)} have the same training config and seed: they train the "
-                       "same model, and the summary will find them tied")
+        logger.warning(
+            f"warning: runs {', '.join(names)} have the same training config and seed: they train the "
+            "same model, and the summary will find them tied"
+        )
 
 
 wildcard_constraints:

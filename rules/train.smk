@@ -37,7 +37,9 @@ rule train:
 
 rule sample:
     input:
-        checkpoint="results/{run}/checkpoints/epoch_{epoch}.pt",
+        # ancient: a run extended by more epochs rewrites its earlier checkpoints bit for bit, which must not redraw
+        # their samples; a run trained differently changes `trained_as` below, which does
+        checkpoint=ancient("results/{run}/checkpoints/epoch_{epoch}.pt"),
     output:
         array="results/{run}/samples/epoch_{epoch}.npy",
     log:
@@ -55,6 +57,7 @@ rule sample:
         sampling=lambda wildcards: sample_settings(
             config["sampling"], int(wildcards.epoch), SAMPLE_EPOCHS[-1]
         ),
+        trained_as=lambda wildcards: RUNS[wildcards.run].config.extensible_identity(),
         device=lambda wildcards: RUNS[wildcards.run].config.device,
     script:
         "../scripts/sample.py"

@@ -177,7 +177,7 @@ def test_a_state_of_fewer_processes_is_reported_and_not_used(data):
     for rank in (1, 0):  # rank 0 last: it removes the state
         messages = []
         files = RunFiles(config, images, data / "raised", store.directory, rank=rank, world=2)
-        assert files.resume(build_parts(config, 1, 8, torch.device("cpu"), 10, rank), messages.append) == (0, 0.0)
+        assert files.resume(build_parts(config, 1, 8, torch.device("cpu"), 10, rank), 10, messages.append) == (0, 0.0)
         assert messages == [f"resume state in {store.directory} was saved by 1 processes but this run has 2 "
                             "(a resume needs the same number); starting from scratch"]
         files.close()

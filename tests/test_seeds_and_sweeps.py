@@ -58,7 +58,7 @@ def test_each_run_has_its_folder_with_its_seed_and_swept_value(sweep_run):
             assert np.load(run / "samples" / f"epoch_{EPOCH}.npy").shape == (16, 1, 8, 8)
     losses = {run: pd.read_csv(results / run / "losses.csv") for run in RUNS}
     assert not losses[RUNS[0]]["loss"].equals(losses[RUNS[1]]["loss"])  # another seed, another run
-    assert not any((results / "resume").iterdir())  # resume states (results/resume/<run>) go once training is done
+    assert sorted(p.name for p in (results / "resume").iterdir()) == sorted(RUNS)  # final states, to extend runs
 
 
 def test_summary_equals_what_the_per_run_files_give(sweep_run):

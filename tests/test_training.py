@@ -357,3 +357,37 @@ def test_tensorboard_shows_one_curve_after_a_retrain_and_after_a_resume(digits, 
     assert [e.step for e in events.Scalars("loss")] == [int(step) for step, _ in rows]
     assert [e.value for e in events.Scalars("loss")] == pytest.approx([float(loss) for _, loss in rows])
 
+
+
+def test_a_finished_run_extends_and_shortens_without_training_again(digits, tmp_path):
+    """2 epochs, then the same call with 4: only epochs 3 and 4 are trained, and the result is bit-identical to a run
+    asked for 4 from the start (loss rows, weights and EMA at every checkpoint). Then back to 2: nothing is
+    trained, and the first 2 epochs are published. Under the cosine lr schedule, which depends on the total, the
+    longer run starts over."""
+    reference = run(tiny(epochs=4, checkpoint_epochs=[1, 2, 4]), digits, tmp_path, "reference")
+    messages = []
+    for epochs, checkpoints in ((2, [1, 2]), (4, [1, 2, 4])):
+        train(tiny(epochs=epochs, checkpoint_epochs=checkpoints), digits, tmp_path / "run", tmp_path / "state",
+              log=messages.append)
+    assert messages == ["resumed from step 12 (epoch 3, " + messages[0].split("(epoch 3, ")[1]]
+    assert read_csv(tmp_path / "run" / "losses.csv", DETERMINISTIC_COLUMNS) == \
+        read_csv(reference / "losses.csv", DETERMINISTIC_COLUMNS)
+    for epoch in (1, 2, 4):
+        extended, whole = (load_checkpoint(d / "checkpoints" / f"epoch_{epoch}.pt") for d in (tmp_path / "run", reference))
+        for part in ("model", "ema"):
+            assert all(torch.equal(extended[part][k], whole[part][k]) for k in whole[part]), (epoch, part)
+
+    shortened = train(tiny(epochs=2, checkpoint_epochs=[1, 2]), digits, tmp_path / "run", tmp_path / "state",
+                      log=messages.append)
+    assert messages[-1].endswith("its first 2 epochs are published, and nothing is trained")
+    assert read_csv(tmp_path / "run" / "losses.csv", DETERMINISTIC_COLUMNS) == \
+        read_csv(reference / "losses.csv", DETERMINISTIC_COLUMNS)[:12]
+    ema = load_checkpoint(reference / "checkpoints" / "epoch_2.pt")["ema"]
+    assert all(torch.equal(shortened.state_dict()[k], ema[k]) for k in ema)
+
+    cosine = []
+    for epochs in (2, 4):
+        train(tiny(epochs=epochs, lr_schedule="cosine"), digits, tmp_path / "cosine", tmp_path / "state_cosine",
+              log=cosine.append)
+    assert cosine == [f"resume state in {tmp_path / 'state_cosine'} belongs to another config or dataset; "
+                      "starting from scratch"]

@@ -6,9 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
+from ddpm.checkpoint import ResumeStore
 from ddpm.workflow import logged_to, run_of
 from tests.workflow import ROOT, TINY, finish, snakemake, start_snakemake, tiny_config
 
@@ -43,7 +45,7 @@ def test_every_output_exists_and_is_valid(run):
     assert len(metrics) == len(EXPERIMENTS) * len(EPOCHS)
     assert all(m["extractor"] == "classifier" for m in metrics)
     assert sorted((int(m["epoch"]), int(m["num_samples"])) for m in metrics) == [(1, 8), (1, 8), (2, 16), (2, 16)]
-    assert not (results / "resume" / "base").exists()  # resume states go once training is done
+    assert ResumeStore(results / "resume" / "base").steps()[-1] == 2 * 28  # the final state stays, to extend the run
     resolved = yaml.safe_load((results / "base" / "config.yaml").read_text())
     assert resolved["dataset"] == {"name": "digits", "channels": 1, "image_size": 8}  # what it trained on
 
@@ -115,6 +117,38 @@ def test_runs_that_train_the_same_model_are_warned_of_before_any_job(tmp_path):
     planned = snakemake(tmp_path, "--dry-run", config=config)
     assert planned.returncode == 0, planned.output
     assert "runs base, saved_often have the same training config and seed" in planned.output, planned.output
+
+
+def test_a_finished_run_asked_for_more_epochs_trains_only_those(run, tmp_path):
+    """The tiny run with base raised from 2 to 4 epochs: only base's train job runs, from its final state, and its
+    loss rows and final state are bit-identical to a run asked for 4 epochs from the start; the samples and FIDs
+    of epochs 1 and 2 are kept as they were."""
+    extended, fresh = tmp_path / "extended", tmp_path / "fresh"
+    shutil.copytree(run, extended, symlinks=True)
+    config = tiny_config(experiments={"base": {"epochs": 4}, "lr_high": {"lr": 3.0e-3}})
+    kept = {p: p.stat().st_mtime_ns for p in (extended / "results").glob("*/*/epoch_*.*")}
+    planned = snakemake(extended, "--dry-run", config=config)
+    assert planned.returncode == 0, planned.output
+    assert "run base: epochs 2 -> 4: trains on from its final state at epoch 2" in planned.output, planned.output
+    assert [rule for rule in planned_rules(planned.output) if rule in ("train", "sample", "evaluate")] == ["train"]
+    result = snakemake(extended, config=config)
+    assert result.returncode == 0, result.output
+    assert "resumed from step 56 (epoch 3" in (extended / "results" / "logs" / "train" / "base.log").read_text()
+    assert {p: p.stat().st_mtime_ns for p in kept if "checkpoints" not in p.parts} == \
+        {p: t for p, t in kept.items() if "checkpoints" not in p.parts}
+
+    shutil.copytree(run / "data", fresh / "data")
+    result = snakemake(fresh, "results/base/losses.csv", config=config)
+    assert result.returncode == 0, result.output
+    columns = ["step", "epoch", "loss", "lr"]
+    assert (extended / "results" / "base" / "losses.csv").read_text().splitlines()[0].split(",")[:4] == columns
+    rows = [[line.split(",")[:4] for line in (d / "results" / "base" / "losses.csv").read_text().splitlines()]
+            for d in (extended, fresh)]
+    assert rows[0] == rows[1] and len(rows[0]) == 1 + 4 * 28
+    states = [ResumeStore(d / "results" / "resume" / "base").latest() for d in (extended, fresh)]
+    assert states[0]["step"] == states[1]["step"] == 4 * 28
+    for part in ("model", "ema"):
+        assert all(torch.equal(states[0][part][k], states[1][part][k]) for k in states[1][part]), part
 
 
 def test_removing_a_sample_epoch_retrains_nothing(run):
