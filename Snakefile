@@ -55,6 +55,7 @@ rule all:
         "results/plots/loss.png",
         "results/plots/samples.png",
         "results/plots/fid.png",
+        "results/plots/quality.png",
         "results/metrics.csv",
         "results/summary.csv",
         "results/summary.html",

@@ -267,14 +267,25 @@ def identical_runs(runs: dict[str, Run]) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
+def recorded_config(results: Path, run: str) -> TrainConfig | None:
+    """The config a finished run trained with (results/<run>/config.yaml), or None."""
+    recorded = results / run / "config.yaml"
+    return TrainConfig.from_dict(yaml.safe_load(recorded.read_text())["train"]) if recorded.exists() else None
+
+
+def trains_on(results: Path, run: Run) -> bool:
+    """Whether the run's train job can only go on from where the run finished (more or fewer epochs, or nothing that
+    changes what it computes), so that the checkpoints it has keep their contents and need no new samples."""
+    before = recorded_config(results, run.name)
+    return before is not None and before.extensible_identity() == run.config.extensible_identity()
+
+
 def epoch_changes(runs: dict[str, Run], results: Path) -> list[str]:
-    """What the train job of each finished run (its config in results/<run>/config.yaml) whose `epochs` changed will
-    do: go on from its final state, or, under the cosine lr schedule, whose lr depends on the number of epochs, train
-    again from step 0."""
+    """What the train job of each finished run whose `epochs` changed will do: go on from its final state, or, under
+    the cosine lr schedule, whose lr depends on the number of epochs, train again from step 0."""
     messages = []
     for name, run in runs.items():
-        recorded = results / name / "config.yaml"
-        before = TrainConfig.from_dict(yaml.safe_load(recorded.read_text())["train"]) if recorded.exists() else None
+        before = recorded_config(results, name)
         if before is None or before.epochs == run.config.epochs:
             continue
         change = f"run {name}: epochs {before.epochs} -> {run.config.epochs}"

@@ -9,6 +9,11 @@ generated (g) images, in float64 (`frechet_distance`). The features come from on
   grayscale is repeated to three channels.
 - "classifier": a small CNN trained once on the dataset's labels; its 128-d penultimate layer gives the features.
 
+Beside FID, in the same feature space: improved precision and recall (Kynkäänniemi et al. 2019, k = 3), whether
+the samples lie on the data's manifold and the data on the samples', each estimated as a union of k-NN balls. And
+in pixel space, the memorisation rate: the share of samples that copy a training image (Carlini et al. 2023,
+Yoon et al. 2023: the nearest training image closer than a third of the distance to the second nearest).
+
 Scores are comparable only with the same extractor, reference set and number of generated images.
 """
 
@@ -33,6 +38,10 @@ from ddpm.models import resolve_device
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_SIZE = 299
+PR_NEIGHBOURS = 3  # k of improved precision and recall (Kynkäänniemi et al. 2019)
+MAX_REFERENCE_FEATURES = 10_000  # real features kept for precision and recall: the first of the seeded permutation
+COPY_RATIO = 3  # a sample copies its nearest training image when that is closer than 1/3 of the second nearest
+BLOCK_BYTES = 2**27  # at most 128 MiB of float64 distances at a time
 
 
 def check_extractor(name: str) -> str:
@@ -210,46 +219,128 @@ def frechet_distance(a: dict, b: dict) -> float:
     return float((a["mu"] - b["mu"]).square().sum() + a["sigma"].trace() + b["sigma"].trace() - 2 * trace_sqrt)
 
 
+def _distances(a: torch.Tensor, b: torch.Tensor):
+    """Euclidean distances between the rows of `a` (N, d) and `b` (M, d), by torch.cdist in float64 on `a`'s
+    device, as (start, block) pairs: the block holds rows start, start + 1, ... of the (N, M) matrix, at most
+    BLOCK_BYTES of it, so that memory stays bounded however many points there are."""
+    a, b = a.double(), b.to(a.device, torch.float64)
+    rows = max(1, BLOCK_BYTES // (8 * max(1, len(b))))
+    for start in range(0, len(a), rows):
+        yield start, torch.cdist(a[start:start + rows], b)
+
+
+def knn_radii(features: torch.Tensor, k: int = PR_NEIGHBOURS) -> torch.Tensor:
+    """Each point's distance (float64) to its k-th nearest neighbour in `features` (N, d), itself excluded: the
+    (k+1)-th smallest distance of its row, the smallest being its zero distance to itself (with duplicates, one of
+    the zeros: the same value)."""
+    if len(features) <= k:
+        raise ValueError(f"k-NN radii with k = {k} need more than {k} points, got {len(features)}")
+    return torch.cat([block.topk(k + 1, dim=1, largest=False).values[:, k] for _, block in _distances(features, features)])
+
+
+def inside_any_ball(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Whether each of `points` (N, d) lies in at least one closed ball (`centres` (M, d), `radii` (M,))."""
+    radii = radii.to(points.device, torch.float64)
+    return torch.cat([(block <= radii).any(dim=1) for _, block in _distances(points, centres)])
+
+
+def precision_recall(real: torch.Tensor, generated: torch.Tensor, k: int = PR_NEIGHBOURS) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of `generated` against `real` features (N, d):
+    precision is the share of generated points inside at least one real point's k-NN ball, recall the share of
+    real points inside at least one generated point's k-NN ball (a ball's radius: the distance from its centre to
+    its k-th nearest neighbour in its own set, itself excluded). Computed on `real`'s device, in blocks; each set
+    needs more than k points."""
+    if real.shape[1:] != generated.shape[1:]:
+        raise ValueError(f"feature sizes differ: {real.shape[1]} vs {generated.shape[1]} (not the same extractor?)")
+    generated = generated.to(real.device)
+    precision = inside_any_ball(generated, real, knn_radii(real, k)).double().mean()
+    recall = inside_any_ball(real, generated, knn_radii(generated, k)).double().mean()
+    return float(precision), float(recall)
+
+
+def memorisation_rate(samples: torch.Tensor, training: torch.Tensor, ratio: float = COPY_RATIO) -> float:
+    """The share of uint8 `samples` (N, C, H, W) that copy a training image (uint8 (M, C, H, W), M >= 2): in pixel
+    space (uint8 values as floats, flattened, L2), the nearest training image is closer than 1/`ratio` of the
+    distance to the second nearest (Carlini et al. 2023, Yoon et al. 2023). Computed on `samples`' device, in
+    blocks."""
+    if samples.shape[1:] != training.shape[1:]:
+        raise ValueError(f"samples {tuple(samples.shape[1:])} and training images {tuple(training.shape[1:])} "
+                         "differ in shape")
+    if len(training) < 2:
+        raise ValueError(f"the memorisation rate needs at least 2 training images, got {len(training)}")
+    nearest = (block.topk(2, dim=1, largest=False).values for _, block in
+               _distances(samples.flatten(1), training.flatten(1)))
+    return float(torch.cat([ratio * d[:, 0] < d[:, 1] for d in nearest]).double().mean())
+
+
 def reference_statistics(data_dir: str | Path, output: str | Path, extractor: str, classifier: str | Path | None = None,
                          num_reference: int | None = None, batch_size: int = 64, device: str = "auto", seed: int = 0,
                          log=print) -> dict:
-    """Feature statistics of the prepared dataset (all images, or a seeded random `num_reference` of them), saved
-    to `output` with the extractor's name, the image shape and the number of images. Returns the saved dict."""
+    """Feature statistics of the prepared dataset (all images, or the first `num_reference` of a seeded random
+    permutation), saved to `output` with the extractor's name, the image shape and the number of images; beside
+    them, for precision and recall, the reference images' features themselves (`features`, float32), at most
+    MAX_REFERENCE_FEATURES of them: all when there are no more, else the first MAX_REFERENCE_FEATURES of the same
+    seeded permutation; `feature_indices` gives their rows in the dataset. Returns the saved dict."""
     check_extractor(extractor)
     images, _ = load_dataset(data_dir)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    reference = torch.arange(len(images))
     if num_reference is not None:
         if isinstance(num_reference, bool) or not isinstance(num_reference, int) or not 2 <= num_reference <= len(images):
             raise ValueError(f"evaluation.num_reference must be null (all images) or an integer in [2, {len(images)}], "
                              f"got {num_reference!r}")
-        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_reference]]
+        reference = order[:num_reference]
+    kept = reference if len(reference) <= MAX_REFERENCE_FEATURES else order[:MAX_REFERENCE_FEATURES]
+    position = torch.empty(len(images), dtype=torch.long)
+    position[reference] = torch.arange(len(reference))  # dataset row -> row of `features`
     start = time.perf_counter()
-    features = extract_features(load_extractor(extractor, classifier, resolve_device(device)), images, batch_size)
-    stats = {**feature_statistics(features), "extractor": extractor, "image_shape": list(images.shape[1:])}
+    features = extract_features(load_extractor(extractor, classifier, resolve_device(device)), images[reference], batch_size)
+    stats = {**feature_statistics(features), "extractor": extractor, "image_shape": list(images.shape[1:]),
+             "features": features[position[kept]].clone(), "feature_indices": kept.clone()}
     save_checkpoint(stats, output)
-    log(f"{extractor} statistics of {len(images)} images ({features.shape[1]} features) in {time.perf_counter() - start:.1f} s")
+    log(f"{extractor} statistics of {len(reference)} images ({features.shape[1]} features), {len(kept)} of their "
+        f"features kept for precision and recall, in {time.perf_counter() - start:.1f} s")
     return stats
 
 
-def evaluate_samples(samples: str | Path, reference: str | Path, output: str | Path, experiment: str, epoch: int,
-                     extractor: str, classifier: str | Path | None = None, batch_size: int = 64, device: str = "auto",
-                     log=print) -> dict:
-    """FID of the uint8 samples saved at `samples` (N, C, H, W .npy) against the reference statistics; writes the
-    metric row (experiment, epoch, fid, extractor, num_samples, num_reference) to `output` as JSON and returns it."""
+def evaluate_samples(samples: str | Path, reference: str | Path, data_dir: str | Path, output: str | Path,
+                     experiment: str, epoch: int, extractor: str, classifier: str | Path | None = None,
+                     batch_size: int = 64, device: str = "auto", log=print) -> dict:
+    """Score the uint8 samples saved at `samples` (N, C, H, W .npy): FID against the reference statistics, improved
+    precision and recall (k = PR_NEIGHBOURS) against the reference features, both in the extractor's feature
+    space, and the memorisation rate against the prepared dataset's images in `data_dir` (the training set), in
+    pixel space. Writes the metric row (experiment, epoch, fid, precision, recall, memorisation, extractor,
+    num_samples, num_reference, num_reference_features) to `output` as JSON and returns it. Precision and recall
+    are null when either set has no more than k points."""
     check_extractor(extractor)
     reference_stats = load_checkpoint(reference)
     if reference_stats["extractor"] != extractor:
         raise ValueError(f"reference statistics {reference} were made with extractor "
                          f"{reference_stats['extractor']!r}, not {extractor!r}")
+    if "features" not in reference_stats:
+        raise ValueError(f"reference statistics {reference} hold no features for precision and recall: "
+                         "they come from an older version; delete the file and run the workflow again")
     images = torch.from_numpy(np.load(samples))
     if images.dtype != torch.uint8 or images.ndim != 4 or list(images.shape[1:]) != reference_stats["image_shape"]:
         raise ValueError(f"samples {samples} must be uint8 (N, {', '.join(map(str, reference_stats['image_shape']))}) "
                          f"like the dataset, got {images.dtype} {tuple(images.shape)}")
+    training, _ = load_dataset(data_dir)
     start = time.perf_counter()
-    features = extract_features(load_extractor(extractor, classifier, resolve_device(device)), images, batch_size)
+    device = resolve_device(device)
+    features = extract_features(load_extractor(extractor, classifier, device), images, batch_size)
     fid = frechet_distance(feature_statistics(features), reference_stats)
-    row = {"experiment": experiment, "epoch": epoch, "fid": fid, "extractor": extractor,
-           "num_samples": len(images), "num_reference": reference_stats["num_images"]}
+    real = reference_stats["features"]
+    precision = recall = None
+    if min(len(real), len(features)) > PR_NEIGHBOURS:
+        precision, recall = precision_recall(real.to(device), features, PR_NEIGHBOURS)
+    memorisation = memorisation_rate(images.to(device), training)
+    row = {"experiment": experiment, "epoch": epoch, "fid": fid, "precision": precision, "recall": recall,
+           "memorisation": memorisation, "extractor": extractor, "num_samples": len(images),
+           "num_reference": reference_stats["num_images"], "num_reference_features": len(real)}
     atomic_write(output, lambda f: f.write(json.dumps(row, indent=2).encode()))
-    log(f"{experiment} epoch {epoch}: FID {fid:.4f} ({extractor}, {len(images)} samples vs {row['num_reference']} images) "
-        f"in {time.perf_counter() - start:.1f} s")
+    quality = ("precision, recall undefined (too few points)" if precision is None
+               else f"precision {precision:.4f}, recall {recall:.4f}")
+    log(f"{experiment} epoch {epoch}: FID {fid:.4f}, {quality} ({extractor}, {len(images)} samples vs "
+        f"{row['num_reference']} images, {len(real)} for precision and recall), memorisation {memorisation:.4f} "
+        f"(against {len(training)} training images) in {time.perf_counter() - start:.1f} s")
     return row

@@ -1,4 +1,4 @@
-"""Loss curves, sample grids and montages, FID curves and sweeps: the pictures a person looks at.
+"""Loss curves, sample grids and montages, FID and quality curves and sweeps: the pictures a person looks at.
 
 Only `save_grid` needs torch (torchvision's `make_grid`); it imports it itself, so that the jobs which plot
 tables start in a second instead of spending seconds importing torch.
@@ -175,39 +175,90 @@ def plot_sample_montage(grids: dict[str, dict[int, str | Path]], labels: dict[st
     _save_figure(montage_figure(grids, labels), path)
 
 
+def _metric_lines(axes, metrics: pd.DataFrame, labels: dict[str, str], column: str,
+                  markers: dict[tuple[str, int], tuple[str, bool]]) -> tuple[list[Line2D], bool]:
+    """`column` against epoch on `axes`, one line per experiment in its colour (`experiment_colors(labels)`): the
+    mean over its seeds, a marker per point from `markers` by the epoch's (extractor, fewest samples), and error
+    bars of ±1 standard deviation over seeds where it has several. Returns the lines, for the legend, and whether
+    any point had several seeds."""
+    colors = experiment_colors(labels)
+    several_seeds = False
+    lines = []
+    for name in labels:
+        runs = metrics[metrics["experiment"] == name]
+        values = runs.groupby("epoch")[column].agg(["mean", "std", "count"])
+        (line,) = axes.plot(values.index, values["mean"], color=colors[name], label=labels[name])
+        lines.append(line)
+        fewest = runs.sort_values("num_samples").groupby("epoch")[["extractor", "num_samples"]].first()
+        for key, epochs in fewest.groupby(["extractor", "num_samples"]).groups.items():  # an epoch's fewest samples
+            marker, filled = markers[key]
+            axes.plot(epochs, values.loc[epochs, "mean"], linestyle="none", marker=marker, color=colors[name],
+                      markerfacecolor=colors[name] if filled else "none", label="_nolegend_")
+        if (values["count"] > 1).any():
+            several_seeds = True
+            axes.errorbar(values.index, values["mean"], yerr=values["std"].fillna(0.0), fmt="none",
+                          ecolor=colors[name], capsize=3)
+    return lines, several_seeds
+
+
+def _epoch_axis(axes) -> None:
+    """Integer epoch ticks and a grid on both axes."""
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(True, which="both", alpha=0.3)
+
+
 def fid_figure(metrics: pd.DataFrame, labels: dict[str, str]) -> Figure:
     """FID against epoch, one line per experiment (colours as `experiment_colors(labels)`), on integer epoch ticks:
     the mean over its seeds, with error bars of ±1 standard deviation over seeds where it has several. FIDs from
     fewer samples than the extractor's most are biased upwards: their points are hollow (see `_sample_markers`);
     the title names each extractor and sample count once, the legend each marker."""
-    colors = experiment_colors(labels)
     markers = _sample_markers(metrics)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    several_seeds = False
-    handles = []
-    for name in labels:
-        runs = metrics[metrics["experiment"] == name]
-        fid = runs.groupby("epoch")["fid"].agg(["mean", "std", "count"])
-        (line,) = axes.plot(fid.index, fid["mean"], color=colors[name], label=labels[name])
-        handles.append(line)
-        fewest = runs.sort_values("num_samples").groupby("epoch")[["extractor", "num_samples"]].first()
-        for key, epochs in fewest.groupby(["extractor", "num_samples"]).groups.items():  # an epoch's fewest samples
-            marker, filled = markers[key]
-            axes.plot(epochs, fid.loc[epochs, "mean"], linestyle="none", marker=marker, color=colors[name],
-                      markerfacecolor=colors[name] if filled else "none", label="_nolegend_")
-        if (fid["count"] > 1).any():
-            several_seeds = True
-            axes.errorbar(fid.index, fid["mean"], yerr=fid["std"].fillna(0.0), fmt="none", ecolor=colors[name],
-                          capsize=3)
+    handles, several_seeds = _metric_lines(axes, metrics, labels, "fid", markers)
     if len(markers) > 1:
         handles += _marker_legend(markers)
     title = f"FID ({_fid_title(markers)})" + ("\nmean over seeds, error bars ±1 std" if several_seeds else "")
     axes.set(xlabel="epoch", ylabel="FID (lower is better)", title=title)
     _fid_scale(axes, metrics.groupby(["experiment", "epoch"])["fid"].mean())
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.grid(True, which="both", alpha=0.3)
+    _epoch_axis(axes)
     _legend_below(axes, handles)
     return figure
+
+
+FEWER_SAMPLES = "recall not comparable"  # what the quality plot says of the smaller sample counts
+QUALITY_PANELS = {  # metric column -> its panel's title and y label
+    "precision": ("feature space, k = {k}", "precision (higher is better)"),
+    "recall": ("feature space, k = {k}", "recall (higher is better)"),
+    "memorisation": ("pixel space", "memorisation (lower is better)"),
+}
+
+
+def quality_figure(metrics: pd.DataFrame, labels: dict[str, str], k: int = 3) -> Figure:
+    """Precision, recall (Kynkäänniemi et al. 2019, k-NN balls in the extractor's feature space) and the
+    memorisation rate (pixel space) against epoch, a panel each, drawn like `fid_figure`: one line per experiment in
+    its colour, the mean over seeds with ±1 std error bars, hollow points from fewer samples, on a 0-to-1 axis; one
+    legend under the panels. Precision and memorisation are shares of the samples, the same in expectation for any
+    number of samples; recall's balls shrink as the samples grow in number, so recall from fewer samples is not
+    comparable with the others."""
+    markers = _sample_markers(metrics)
+    figure, panels = plt.subplots(1, len(QUALITY_PANELS), figsize=(4.2 * len(QUALITY_PANELS), 4.2),
+                                  layout="constrained")
+    several_seeds = False
+    for axes, (column, (title, ylabel)) in zip(panels, QUALITY_PANELS.items()):
+        handles, several = _metric_lines(axes, metrics, labels, column, markers)
+        several_seeds |= several
+        axes.set(xlabel="epoch", ylabel=ylabel, title=title.format(k=k), ylim=(-0.03, 1.03))
+        _epoch_axis(axes)
+    if len(markers) > 1:
+        handles += _marker_legend(markers, smaller=FEWER_SAMPLES)
+    figure.legend(handles=handles, loc="outside lower center", frameon=False)
+    figure.suptitle(f"Precision, recall and memorisation ({_fid_title(markers, smaller=FEWER_SAMPLES)})"
+                    + ("\nmean over seeds, error bars ±1 std" if several_seeds else ""))
+    return figure
+
+
+def plot_quality(metrics: pd.DataFrame, labels: dict[str, str], path: str | Path) -> None:
+    _save_figure(quality_figure(metrics, labels), path)
 
 
 HOLLOW_MARKERS = ("o", "s", "^", "D", "v")  # for the smaller sample counts of an extractor, largest first
@@ -225,25 +276,25 @@ def _sample_markers(metrics: pd.DataFrame) -> dict[tuple[str, int], tuple[str, b
     return markers
 
 
-def _fid_title(markers: dict[tuple[str, int], tuple[str, bool]]) -> str:
-    """Each extractor once, with its largest sample count and, hollow, its smaller ones."""
+def _fid_title(markers: dict[tuple[str, int], tuple[str, bool]], smaller: str = "biased upwards") -> str:
+    """Each extractor once, with its largest sample count and, hollow, its smaller ones, said to be `smaller`."""
     parts = []
     for extractor in dict.fromkeys(extractor for extractor, _ in markers):
         counts = [(count, filled) for (e, count), (_, filled) in markers.items() if e == extractor]
         part = f"{extractor} features, {next(count for count, filled in counts if filled)} samples"
-        smaller = sorted(count for count, filled in counts if not filled)
-        if smaller:
-            part += f"; hollow: {' or '.join(map(str, smaller))} samples, biased upwards"
+        fewer = sorted(count for count, filled in counts if not filled)
+        if fewer:
+            part += f"; hollow: {' or '.join(map(str, fewer))} samples, {smaller}"
         parts.append(part)
     return " | ".join(parts)
 
 
-def _marker_legend(markers: dict[tuple[str, int], tuple[str, bool]]) -> list[Line2D]:
-    """A grey legend entry per sample count, in its marker."""
+def _marker_legend(markers: dict[tuple[str, int], tuple[str, bool]], smaller: str = "FID biased upwards") -> list[Line2D]:
+    """A grey legend entry per sample count, in its marker; the smaller counts said to be `smaller`."""
     several_extractors = len({extractor for extractor, _ in markers}) > 1
     return [Line2D([], [], color="grey", linestyle="none", marker=marker, markerfacecolor="grey" if filled else "none",
                    label=(f"{extractor}, " if several_extractors else "") + f"{count} samples"
-                   + ("" if filled else ", FID biased upwards"))
+                   + ("" if filled else f", {smaller}"))
             for (extractor, count), (marker, filled) in markers.items()]
 
 

@@ -12,6 +12,7 @@ from scipy.stats import ttest_ind
 
 from ddpm.files import atomic_write, write_csv
 
+QUALITY = ("precision", "recall", "memorisation")  # the metric columns beside FID, summarised like it
 SIGNIFICANCE = 0.05  # the p-value below which a lead counts as larger than the seed-to-seed spread
 
 
@@ -41,12 +42,14 @@ def epoch_statistics(losses: pd.DataFrame) -> pd.DataFrame:
 def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per experiment and sample epoch: `rank` (by the last sample epoch's mean FID, 1 = lowest), the
     experiment, its swept values (from `swept`: experiment -> field -> value), `epoch`, `seeds` (how many runs),
-    mean and sample standard deviation over seeds of FID and of the epoch's loss, and the mean `train_seconds`
-    and `images_per_second` (see `epoch_statistics`). The std is empty for one seed."""
-    runs = metrics[["experiment", "seed", "epoch", "fid"]].merge(
+    mean and sample standard deviation over seeds of FID, of precision, recall and memorisation (QUALITY) and of
+    the epoch's loss, and the mean `train_seconds` and `images_per_second` (see `epoch_statistics`). The std is
+    empty for one seed."""
+    runs = metrics[["experiment", "seed", "epoch", "fid", *QUALITY]].merge(
         epoch_statistics(losses), on=["experiment", "seed", "epoch"], how="left", validate="one_to_one")
+    spreads = {f"{column}_{statistic}": (column, statistic) for column in QUALITY for statistic in ("mean", "std")}
     summary = runs.groupby(["experiment", "epoch"], sort=False).agg(
-        seeds=("seed", "count"), fid_mean=("fid", "mean"), fid_std=("fid", "std"),
+        seeds=("seed", "count"), fid_mean=("fid", "mean"), fid_std=("fid", "std"), **spreads,
         final_loss_mean=("final_loss", "mean"), final_loss_std=("final_loss", "std"),
         train_seconds=("train_seconds", "mean"), images_per_second=("images_per_second", "mean"),
     ).reset_index()

@@ -100,6 +100,25 @@ rule plot_fid:
         "../scripts/plot_fid.py"
 
 
+rule plot_quality:
+    input:
+        "results/metrics.csv",
+    output:
+        report(
+            "results/plots/quality.png",
+            caption="../report/quality.rst",
+            category="Evaluation",
+        ),
+    log:
+        "results/logs/plot_quality.log",
+    conda:
+        "../environment.yml"
+    params:
+        labels=LABELS,
+    script:
+        "../scripts/plot_quality.py"
+
+
 rule summarize:
     input:
         losses="results/losses.csv",

@@ -2,7 +2,9 @@
 # Uses DATA, DATASET, RUNS, GPUS and SAMPLE_EPOCHS from rules/common.smk; conda:, script: and caption paths are
 # relative to this file.
 
-from ddpm.experiments import sample_settings
+from pathlib import Path
+
+from ddpm.experiments import sample_settings, trains_on
 
 
 rule train:
@@ -37,9 +39,11 @@ rule train:
 
 rule sample:
     input:
-        # ancient: a run extended by more epochs rewrites its earlier checkpoints bit for bit, which must not redraw
-        # their samples; a run trained differently changes `trained_as` below, which does
-        checkpoint=ancient("results/{run}/checkpoints/epoch_{epoch}.pt"),
+        # a run that only goes on from where it finished rewrites its checkpoints so far bit for bit: ancient() keeps
+        # that from sampling them again; a run trained differently samples them again
+        checkpoint=lambda wildcards: (
+            ancient if trains_on(Path("results"), RUNS[wildcards.run]) else str
+        )(f"results/{wildcards.run}/checkpoints/epoch_{wildcards.epoch}.pt"),
     output:
         array="results/{run}/samples/epoch_{epoch}.npy",
     log:
@@ -57,7 +61,6 @@ rule sample:
         sampling=lambda wildcards: sample_settings(
             config["sampling"], int(wildcards.epoch), SAMPLE_EPOCHS[-1]
         ),
-        trained_as=lambda wildcards: RUNS[wildcards.run].config.extensible_identity(),
         device=lambda wildcards: RUNS[wildcards.run].config.device,
     script:
         "../scripts/sample.py"

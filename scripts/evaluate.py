@@ -1,4 +1,7 @@
-"""FID of one run's samples at one epoch, as a JSON metric row (ddpm.metrics.evaluate_samples)."""
+"""FID, precision, recall and memorisation of one run's samples at one epoch, as a JSON metric row
+(ddpm.metrics.evaluate_samples)."""
+
+from pathlib import Path
 
 import torch
 
@@ -11,6 +14,7 @@ with logged_to(snakemake.log[0]):
     evaluate_samples(
         snakemake.input.samples,
         snakemake.input.reference,
+        Path(snakemake.input.images).parent,
         snakemake.output[0],
         snakemake.params.experiment,
         int(snakemake.wildcards.epoch),

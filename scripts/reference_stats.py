@@ -1,4 +1,5 @@
-"""Feature statistics of the dataset for FID, computed once and cached (ddpm.metrics.reference_statistics)."""
+"""Feature statistics of the dataset for FID, and features for precision and recall, computed once and cached
+(ddpm.metrics.reference_statistics)."""
 
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""FID (ddpm.metrics): both extractors, the classifier, reference statistics and metric rows, all offline."""
+"""FID, precision, recall and memorisation (ddpm.metrics): both extractors, the classifier, reference statistics and
+metric rows, all offline."""
 
 import json
 
@@ -11,13 +12,16 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
+from ddpm import metrics
 from ddpm.metrics import (Classifier, evaluate_samples, extract_features, feature_statistics, frechet_distance,
-                          load_extractor, reference_statistics, tf_bilinear_resize, train_classifier)
+                          knn_radii, load_extractor, memorisation_rate, precision_recall, reference_statistics,
+                          tf_bilinear_resize, train_classifier)
 from ddpm.sampling import generate
 from ddpm.models import build_model
 from ddpm.training import train
 
-ROW_KEYS = {"experiment", "epoch", "fid", "extractor", "num_samples", "num_reference"}
+ROW_KEYS = ["experiment", "epoch", "fid", "precision", "recall", "memorisation", "extractor", "num_samples",
+            "num_reference", "num_reference_features"]
 
 
 def quiet(message):
@@ -88,7 +92,8 @@ def test_wrong_extractor_names_the_allowed_values(digits_dir, classifier_stats, 
     with pytest.raises(ValueError, match=message):
         reference_statistics(digits_dir, tmp_path / "stats.pt", "vgg", log=quiet)
     with pytest.raises(ValueError, match=message):
-        evaluate_samples(tmp_path / "x.npy", classifier_stats, tmp_path / "row.json", "exp", 1, "vgg", log=quiet)
+        evaluate_samples(tmp_path / "x.npy", classifier_stats, digits_dir, tmp_path / "row.json", "exp", 1, "vgg",
+                         log=quiet)
     with pytest.raises(ValueError, match="extractor 'classifier' needs the classifier file"):
         load_extractor("classifier")
     assert not list(tmp_path.iterdir())
@@ -188,33 +193,54 @@ def test_reference_statistics_and_metric_rows(digits_dir, real, classifier_file,
     stats = load_checkpoint(classifier_stats)
     assert (stats["extractor"], stats["num_images"], stats["image_shape"]) == ("classifier", 1797, [1, 8, 8])
     assert stats["mu"].shape == (128,) and stats["sigma"].shape == (128, 128) and stats["sigma"].dtype == torch.float64
+    # all 1,797 features kept for precision and recall, in dataset order, the statistics' own
+    features = extract_features(load_extractor("classifier", classifier_file), real)
+    assert torch.equal(stats["feature_indices"], torch.arange(1797))
+    assert torch.allclose(stats["features"], features, atol=1e-5) and stats["features"].dtype == torch.float32
     subset = reference_statistics(digits_dir, tmp_path / "subset.pt", "classifier", classifier_file, num_reference=500,
                                   device="cpu", log=quiet)
-    assert subset["num_images"] == 500
+    assert subset["num_images"] == 500 and len(subset["feature_indices"].unique()) == 500
+    assert torch.allclose(subset["features"], features[subset["feature_indices"]], atol=1e-5)
+    assert torch.allclose(feature_statistics(subset["features"])["mu"], subset["mu"])  # the same 500 images
     for bad in (1, 1798, True, 2.5):
         with pytest.raises(ValueError, match=r"evaluation.num_reference must be null \(all images\) or an integer in \[2, 1797\]"):
             reference_statistics(digits_dir, tmp_path / "bad.pt", "classifier", classifier_file, num_reference=bad, log=quiet)
 
     np.save(tmp_path / "samples.npy", real[:300].numpy())
-    row = evaluate_samples(tmp_path / "samples.npy", classifier_stats, tmp_path / "metrics" / "epoch_3.json", "exp", 3,
-                           "classifier", classifier_file, device="cpu", log=quiet)
+    row = evaluate_samples(tmp_path / "samples.npy", classifier_stats, digits_dir, tmp_path / "metrics" / "epoch_3.json",
+                           "exp", 3, "classifier", classifier_file, device="cpu", log=quiet)
     assert json.loads((tmp_path / "metrics" / "epoch_3.json").read_text()) == row
-    assert set(row) == ROW_KEYS and (row["experiment"], row["epoch"], row["extractor"]) == ("exp", 3, "classifier")
-    assert (row["num_samples"], row["num_reference"]) == (300, 1797) and 0 < row["fid"] < 100
+    assert list(row) == ROW_KEYS and (row["experiment"], row["epoch"], row["extractor"]) == ("exp", 3, "classifier")
+    assert (row["num_samples"], row["num_reference"], row["num_reference_features"]) == (300, 1797, 1797)
+    assert 0 < row["fid"] < 100
+    # training images as samples: each copies itself, and each lies in its own real ball
+    assert row["memorisation"] == 1 and row["precision"] == 1
+    features = extract_features(load_extractor("classifier", classifier_file), real)
+    assert row["recall"] == pytest.approx(precision_recall(features, features[:300])[1], abs=1e-12) and row["recall"] < 1
+    np.save(tmp_path / "three.npy", real[:3].numpy())  # no more than k = 3 samples: no k-NN radii, so no precision
+    row = evaluate_samples(tmp_path / "three.npy", classifier_stats, digits_dir, tmp_path / "three.json", "exp", 3,
+                           "classifier", classifier_file, device="cpu", log=quiet)
+    assert (row["precision"], row["recall"], row["memorisation"]) == (None, None, 1)
+    assert json.loads((tmp_path / "three.json").read_text())["precision"] is None
     assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["epoch_3.json"]  # no temporary files left
 
     np.save(tmp_path / "rgb.npy", np.zeros((4, 3, 8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"must be uint8 \(N, 1, 8, 8\) like the dataset, got torch.uint8 \(4, 3, 8, 8\)"):
-        evaluate_samples(tmp_path / "rgb.npy", classifier_stats, tmp_path / "bad.json", "exp", 3, "classifier",
-                         classifier_file, log=quiet)
+        evaluate_samples(tmp_path / "rgb.npy", classifier_stats, digits_dir, tmp_path / "bad.json", "exp", 3,
+                         "classifier", classifier_file, log=quiet)
     save_checkpoint({**stats, "extractor": "inception"}, tmp_path / "inception_stats.pt")
     with pytest.raises(ValueError, match="were made with extractor 'inception', not 'classifier'"):
-        evaluate_samples(tmp_path / "samples.npy", tmp_path / "inception_stats.pt", tmp_path / "bad.json", "exp", 3,
+        evaluate_samples(tmp_path / "samples.npy", tmp_path / "inception_stats.pt", digits_dir, tmp_path / "bad.json",
+                         "exp", 3, "classifier", classifier_file, log=quiet)
+    save_checkpoint({k: v for k, v in stats.items() if k not in ("features", "feature_indices")}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="hold no features for precision and recall.*delete the file"):
+        evaluate_samples(tmp_path / "samples.npy", tmp_path / "old.pt", digits_dir, tmp_path / "bad.json", "exp", 3,
                          "classifier", classifier_file, log=quiet)
     assert not (tmp_path / "bad.json").exists()
 
 
-def test_a_trained_model_scores_better_than_an_untrained_one(real, classifier_file, classifier_stats, tmp_path):
+def test_a_trained_model_scores_better_than_an_untrained_one(digits_dir, real, classifier_file, classifier_stats,
+                                                             tmp_path):
     # T = 50 steps of the cosine schedule bring x_T close to N(0, I); an untrained network's samples are
     # clipped into the data range by the sampler, so the trained one must be clearly better, not just finite
     config = TrainConfig(hidden_size=32, num_timesteps=50, schedule="cosine", batch_size=64, epochs=5, lr=2e-3,
@@ -222,9 +248,101 @@ def test_a_trained_model_scores_better_than_an_untrained_one(real, classifier_fi
     trained = train(config, real, tmp_path / "run", tmp_path / "state", log=quiet).eval()
     torch.manual_seed(0)
     untrained = build_model(config, 1, 8).eval()
-    fids = {}
+    rows = {}
     for name, model in (("trained", trained), ("untrained", untrained)):
         np.save(tmp_path / f"{name}.npy", generate(model, 256, seed=1, device="cpu").numpy())
-        fids[name] = evaluate_samples(tmp_path / f"{name}.npy", classifier_stats, tmp_path / f"{name}.json", name, 5,
-                                      "classifier", classifier_file, device="cpu", log=quiet)["fid"]
-    assert fids["trained"] < 0.7 * fids["untrained"]
+        rows[name] = evaluate_samples(tmp_path / f"{name}.npy", classifier_stats, digits_dir, tmp_path / f"{name}.json",
+                                      name, 5, "classifier", classifier_file, device="cpu", log=quiet)
+    assert rows["trained"]["fid"] < 0.7 * rows["untrained"]["fid"]
+    assert rows["trained"]["precision"] > rows["untrained"]["precision"]
+
+
+def test_reference_features_beyond_the_cap_are_the_first_of_the_seeded_permutation(digits_dir, real, classifier_file,
+                                                                                 tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "MAX_REFERENCE_FEATURES", 100)
+    order = torch.randperm(1797, generator=torch.Generator().manual_seed(0))
+    features = extract_features(load_extractor("classifier", classifier_file), real)
+    for num_reference in (None, 500):
+        stats = reference_statistics(digits_dir, tmp_path / f"{num_reference}.pt", "classifier", classifier_file,
+                                     num_reference=num_reference, device="cpu", log=quiet)
+        assert stats["num_images"] == (num_reference or 1797)  # FID still uses every reference image
+        assert torch.equal(stats["feature_indices"], order[:100])
+        assert torch.allclose(stats["features"], features[order[:100]], atol=1e-5)
+
+
+def brute_force_radii(points: np.ndarray, k: int) -> np.ndarray:
+    """Each point's distance to its k-th nearest other point, by loops."""
+    radii = []
+    for i, p in enumerate(points):
+        others = sorted(float(np.sqrt(((p - q) ** 2).sum())) for j, q in enumerate(points) if j != i)
+        radii.append(others[k - 1])
+    return np.array(radii)
+
+
+def brute_force_coverage(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+    """The share of `points` within at least one ball, by loops."""
+    inside = [any(np.sqrt(((p - c) ** 2).sum()) <= r for c, r in zip(centres, radii)) for p in points]
+    return sum(inside) / len(points)
+
+
+def small_blocks(monkeypatch):
+    """Distance blocks of a few rows, so that the small cases run through several blocks."""
+    monkeypatch.setattr(metrics, "BLOCK_BYTES", 8 * 3 * 40)
+
+
+def test_precision_and_recall_equal_a_direct_computation(monkeypatch):
+    small_blocks(monkeypatch)
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(30, 4))
+    real[7] = real[3]  # a duplicate: its radius counts the other copy, at distance 0, as a neighbour
+    generated = np.concatenate([rng.normal(size=(15, 4)), rng.normal(3.0, 1.0, size=(10, 4))])  # 10 off the data
+    for k in (1, 3, 5):
+        np.testing.assert_allclose(knn_radii(torch.from_numpy(real), k).numpy(), brute_force_radii(real, k), rtol=1e-9)
+        precision = brute_force_coverage(generated, real, brute_force_radii(real, k))
+        recall = brute_force_coverage(real, generated, brute_force_radii(generated, k))
+        assert 0 < precision < 1 and 0 < recall < 1
+        assert precision_recall(torch.from_numpy(real).float(), torch.from_numpy(generated).float(), k) == \
+            pytest.approx((precision, recall), abs=1e-12)
+    with pytest.raises(ValueError, match="k-NN radii with k = 3 need more than 3 points, got 3"):
+        precision_recall(torch.from_numpy(real), torch.from_numpy(generated[:3]))
+    with pytest.raises(ValueError, match="feature sizes differ: 4 vs 2"):
+        precision_recall(torch.from_numpy(real), torch.from_numpy(generated[:, :2]))
+
+
+def test_memorisation_equals_a_direct_computation(monkeypatch):
+    small_blocks(monkeypatch)
+    rng = np.random.default_rng(0)
+    training = rng.integers(0, 256, (40, 1, 4, 4), dtype=np.uint8)
+    copies = np.clip(training[:12].astype(int) + rng.integers(-6, 7, (12, 1, 4, 4)), 0, 255).astype(np.uint8)
+    halfway = ((training[12:20].astype(int) + training[20:28]) // 2).astype(np.uint8)  # between two: no copies
+    samples = np.concatenate([copies, halfway, rng.integers(0, 256, (10, 1, 4, 4), dtype=np.uint8)])
+    flat_training = training.reshape(len(training), -1).astype(float)
+    copied = []
+    for sample in samples.reshape(len(samples), -1).astype(float):
+        first, second = sorted(np.sqrt(((sample - t) ** 2).sum()) for t in flat_training)[:2]
+        copied.append(first < second / 3)
+    assert all(copied[:12]) and not any(copied[12:20])
+    assert memorisation_rate(torch.from_numpy(samples), torch.from_numpy(training)) == sum(copied) / len(samples)
+    with pytest.raises(ValueError, match=r"samples \(1, 4, 4\) and training images \(1, 4, 2\) differ in shape"):
+        memorisation_rate(torch.from_numpy(samples), torch.from_numpy(training[..., :2]))
+    with pytest.raises(ValueError, match="needs at least 2 training images, got 1"):
+        memorisation_rate(torch.from_numpy(samples), torch.from_numpy(training[:1]))
+
+
+def test_quality_metrics_on_training_held_out_and_noise_images(real, classifier_file):
+    """Training images against themselves are all copies and all on the data; digits held out of the first 1,497
+    (the last 300) copy none and score high; noise lies off the data."""
+    extractor = load_extractor("classifier", classifier_file)
+    features = extract_features(extractor, real)
+    noise = noise_like(real[:300])
+    assert memorisation_rate(real, real) == 1
+    assert precision_recall(features, features) == (1, 1)
+    train, held_out = slice(0, 1497), slice(1497, None)
+    assert memorisation_rate(real[held_out], real[train]) == 0
+    spaces = {"classifier": (features, extract_features(extractor, noise)), "pixel": (real.flatten(1), noise.flatten(1))}
+    for space, (reference, others) in spaces.items():
+        precision, recall = precision_recall(reference[train], reference[held_out])
+        noise_precision, noise_recall = precision_recall(reference[train], others)
+        assert precision > 0.6 and recall > 0.6, space
+        assert noise_precision < 0.05 and noise_recall < 0.05, space
+    assert memorisation_rate(noise, real) == 0

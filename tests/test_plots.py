@@ -35,7 +35,9 @@ def losses() -> pd.DataFrame:
 
 def metrics() -> pd.DataFrame:
     """As aggregate_metrics writes them: sorted by experiment name."""
-    rows = [{"experiment": name, "epoch": epoch, "fid": 100.0 / epoch + i, "extractor": "classifier", "num_samples": 16}
+    rows = [{"experiment": name, "epoch": epoch, "fid": 100.0 / epoch + i, "precision": 0.2 * epoch + 0.01 * i,
+             "recall": 0.25 * epoch - 0.02 * i, "memorisation": 0.01 * epoch + 0.001 * i, "extractor": "classifier",
+             "num_samples": 16}
             for i, name in enumerate(LABELS) for epoch in EPOCHS]
     return pd.DataFrame(rows).sort_values(["experiment", "epoch"], ignore_index=True)
 
@@ -301,3 +303,54 @@ def test_redrawn_grid_replaces_its_epoch_in_tensorboard(tmp_path):
     plots.add_grid_to_tensorboard(images[:4], tmp_path, epoch=3)
     plots.add_grid_to_tensorboard(images, tmp_path, epoch=7)  # grid_size raised: epoch 7 drawn again
     assert tensorboard_images(tmp_path) == [(3, 2 * 9 + 1, 2 * 9 + 1), (7, 4 * 9 + 1, 4 * 9 + 1)]
+
+
+QUALITY = ("precision", "recall", "memorisation")
+
+
+def test_quality_plot_has_a_panel_a_metric_with_each_experiment_in_its_colour(close_figures):
+    frame = metrics()
+    figure = plots.quality_figure(frame, LABELS)
+    assert len(figure.axes) == len(QUALITY)
+    colors = plots.experiment_colors(LABELS)
+    for axes, column in zip(figure.axes, QUALITY):
+        assert column in axes.get_ylabel()
+        assert axes.get_ylim() == pytest.approx((-0.03, 1.03))
+        lines = {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
+        assert {label: to_hex(line.get_color()) for label, line in lines.items()} == {
+            LABELS[name]: color for name, color in colors.items()}
+        for name in LABELS:
+            np.testing.assert_allclose(lines[LABELS[name]].get_ydata(), frame[frame["experiment"] == name][column])
+        low, high = axes.get_xlim()
+        assert all(float(t).is_integer() for t in axes.get_xticks() if low <= t <= high)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(LABELS.values())
+    for axes in figure.axes:  # the legend under the panels, over none of them nor their tick labels
+        assert not legend.get_window_extent(renderer).overlaps(axes.get_tightbbox(renderer))
+    assert [axes.get_title() for axes in figure.axes] == ["feature space, k = 3"] * 2 + ["pixel space"]
+    assert "(classifier features, 16 samples)" in figure._suptitle.get_text()
+
+
+def test_quality_plot_has_error_bars_over_seeds_and_hollow_points_for_fewer_samples(close_figures):
+    assert not any(axes.containers for axes in plots.quality_figure(metrics(), LABELS).axes)
+    figure = plots.quality_figure(two_seeds(metrics(), "precision"), LABELS)
+    precision = figure.axes[0]
+    assert len(precision.containers) == len(LABELS) and "error bars ±1 std" in figure._suptitle.get_text()
+    zeta = metrics()[metrics()["experiment"] == "zeta"]["precision"].to_numpy()
+    segments = precision.containers[0].lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * np.std([zeta, 2 * zeta], axis=0, ddof=1))
+    mixed = plots.quality_figure(mixed_sample_counts(), LABELS)
+    assert "hollow: 16 samples, recall not comparable" in mixed._suptitle.get_text()
+    for axes in mixed.axes:
+        hollow = {int(epoch) for line in axes.get_lines() if line.get_markerfacecolor() == "none"
+                  for epoch in line.get_xdata()}
+        assert hollow == {1}
+    assert "16 samples, recall not comparable" in [t.get_text() for t in mixed.legends[0].get_texts()]
+
+
+def test_quality_plot_is_written(tmp_path):
+    plots.plot_quality(metrics(), LABELS, tmp_path / "quality.png")
+    with Image.open(tmp_path / "quality.png") as image:
+        assert image.format == "PNG" and image.size[0] > 900

@@ -38,7 +38,9 @@ def losses() -> pd.DataFrame:
 
 
 def metrics() -> pd.DataFrame:
-    return pd.DataFrame([{"experiment": e, "seed": s, "epoch": epoch, "fid": fid, "extractor": "classifier",
+    """As aggregate_metrics writes them; precision, recall and memorisation made from the FID, each its own."""
+    return pd.DataFrame([{"experiment": e, "seed": s, "epoch": epoch, "fid": fid, "precision": 1 - fid / 100,
+                          "recall": 1 - fid / 50, "memorisation": fid / 1000, "extractor": "classifier",
                           "num_samples": 16, "num_reference": 1797}
                          for (e, s), by_epoch in FID.items() for epoch, fid in by_epoch.items()])
 
@@ -57,12 +59,17 @@ def test_epoch_statistics_weigh_each_row_by_its_steps():
 def test_summary_means_and_spreads_over_seeds_ranked_by_the_last_epoch():
     summary = summarize(losses(), metrics(), {"a": {"lr": 1e-3}, "b": {"lr": 2e-3}})
     assert list(summary.columns) == ["rank", "experiment", "lr", "epoch", "seeds", "fid_mean", "fid_std",
+                                     "precision_mean", "precision_std", "recall_mean", "recall_std",
+                                     "memorisation_mean", "memorisation_std",
                                      "final_loss_mean", "final_loss_std", "train_seconds", "images_per_second"]
     # a leads at epoch 2 (11 < 22) though b leads at epoch 1: the last epoch ranks
     assert summary[["rank", "experiment", "epoch"]].values.tolist() == [[1, "a", 1], [1, "a", 2], [2, "b", 1], [2, "b", 2]]
     row = summary.set_index(["experiment", "epoch"]).loc[("b", 2)]
     assert (row["seeds"], row["lr"]) == (2, 2e-3)
     assert (row["fid_mean"], row["fid_std"]) == pytest.approx((22.0, math.sqrt(8.0)))  # (20, 24): sample std
+    for column, (mean, std) in {"precision": (0.78, 0.04 / math.sqrt(2)), "recall": (0.56, 0.08 / math.sqrt(2)),
+                                "memorisation": (0.022, 0.004 / math.sqrt(2))}.items():  # (0.8, 0.76), (0.6, 0.52), ...
+        assert (row[f"{column}_mean"], row[f"{column}_std"]) == pytest.approx((mean, std)), column
     assert (row["final_loss_mean"], row["final_loss_std"]) == pytest.approx((0.65, math.sqrt(0.005)))
     assert (row["train_seconds"], row["images_per_second"]) == pytest.approx(((6.0 + 12.0) / 2, (4.0 + 2.0) / 2))
 
@@ -71,6 +78,7 @@ def test_one_seed_has_no_spread_and_no_test():
     one_seed = metrics()[metrics()["seed"] == 0]
     summary = summarize(losses()[losses()["seed"] == 0], one_seed)
     assert (summary["seeds"] == 1).all() and summary["fid_std"].isna().all()
+    assert summary[["precision_std", "recall_std", "memorisation_std"]].isna().all().all()
     lead = best_lead(one_seed)
     assert (lead.best, lead.second, lead.p_value) == ("a", "b", None)
     assert lead.sentence().endswith("needs >= 2 seeds.")

@@ -37,11 +37,14 @@ def test_every_output_exists_and_is_valid(run):
             assert array.shape == (16 if epoch == EPOCHS[-1] else 8, 1, 8, 8) and array.dtype == np.uint8
             with Image.open(results / exp / "samples" / f"epoch_{epoch}.png") as grid:
                 grid.verify()
-    for plot in ("loss", "samples", "fid"):
+    for plot in ("loss", "samples", "fid", "quality"):
         with Image.open(results / "plots" / f"{plot}.png") as image:
             assert image.format == "PNG" and image.size[0] > 300
     with open(results / "metrics.csv", newline="") as f:
         metrics = list(csv.DictReader(f))
+    assert list(metrics[0]) == ["experiment", "seed", "epoch", "fid", "precision", "recall", "memorisation", "extractor",
+                                "num_samples", "num_reference", "num_reference_features"]
+    assert all(0 <= float(m[column]) <= 1 for m in metrics for column in ("precision", "recall", "memorisation"))
     assert len(metrics) == len(EXPERIMENTS) * len(EPOCHS)
     assert all(m["extractor"] == "classifier" for m in metrics)
     assert sorted((int(m["epoch"]), int(m["num_samples"])) for m in metrics) == [(1, 8), (1, 8), (2, 16), (2, 16)]
