@@ -5,6 +5,7 @@
 #   EXPERIMENTS, LABELS    experiment -> its TrainConfig (at its first seed); -> its label in the plots
 #   SWEEP, SAMPLE_EPOCHS   the config's sweep ({} without one); its sample epochs, sorted
 #   GPUS                   experiment -> the GPUs its training job asks for
+#   checkpoint_to_sample   the sample jobs' input: ancient where a run only trains on from where it finished
 
 
 import re
@@ -16,11 +17,12 @@ from ddpm.experiments import (
     check_gpus,
     check_sampling,
     check_tensorboard,
+    epoch_changes,
     expand_runs,
     experiment_labels,
     experiment_runs,
     identical_runs,
-    epoch_changes,
+    trains_on,
 )
 from snakemake.logging import logger
 
@@ -53,3 +55,10 @@ if workflow.is_main_process:
 wildcard_constraints:
     run="|".join(re.escape(name) for name in RUNS),
     epoch="|".join(str(epoch) for epoch in SAMPLE_EPOCHS),
+
+
+def checkpoint_to_sample(wildcards):
+    """A run that only goes on from where it finished rewrites its checkpoints so far bit for bit: ancient() keeps
+    that from sampling them again. A run trained differently samples them again."""
+    path = f"results/{wildcards.run}/checkpoints/epoch_{wildcards.epoch}.pt"
+    return ancient(path) if trains_on(Path("results"), RUNS[wildcards.run]) else path

@@ -1,10 +1,8 @@
 # Training one DDPM per run, then sampling its checkpoints at the sample epochs, and each sample's PNG grid.
-# Uses DATA, DATASET, RUNS, GPUS and SAMPLE_EPOCHS from rules/common.smk; conda:, script: and caption paths are
+# Uses DATA, DATASET, RUNS, GPUS, SAMPLE_EPOCHS and checkpoint_to_sample from rules/common.smk; conda:, script: and caption paths are
 # relative to this file.
 
-from pathlib import Path
-
-from ddpm.experiments import sample_settings, trains_on
+from ddpm.experiments import sample_settings
 
 
 rule train:
@@ -39,11 +37,7 @@ rule train:
 
 rule sample:
     input:
-        # a run that only goes on from where it finished rewrites its checkpoints so far bit for bit: ancient() keeps
-        # that from sampling them again; a run trained differently samples them again
-        checkpoint=lambda wildcards: (
-            ancient if trains_on(Path("results"), RUNS[wildcards.run]) else str
-        )(f"results/{wildcards.run}/checkpoints/epoch_{wildcards.epoch}.pt"),
+        checkpoint=checkpoint_to_sample,
     output:
         array="results/{run}/samples/epoch_{epoch}.npy",
     log:
