@@ -268,9 +268,13 @@ def identical_runs(runs: dict[str, Run]) -> list[list[str]]:
 
 
 def recorded_config(results: Path, run: str) -> TrainConfig | None:
-    """The config a finished run trained with (results/<run>/config.yaml), or None."""
+    """The config a finished run trained with (results/<run>/config.yaml), or None: without one, or with one that
+    is not this version's (the run then counts as trained differently)."""
     recorded = results / run / "config.yaml"
-    return TrainConfig.from_dict(yaml.safe_load(recorded.read_text())["train"]) if recorded.exists() else None
+    try:
+        return TrainConfig.from_dict(yaml.safe_load(recorded.read_text())["train"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 def trains_on(results: Path, run: Run) -> bool:

@@ -3,12 +3,14 @@
 import re
 
 import pytest
+import yaml
 
 from ddpm.config import TrainConfig
 from ddpm.dataset_info import DatasetInfo
 from ddpm.experiments import (
     check_evaluation,
     check_numbers_read_as_text,
+    epoch_changes,
     check_experiment_name,
     check_gpus,
     check_sampling,
@@ -17,6 +19,7 @@ from ddpm.experiments import (
     experiment_runs,
     identical_runs,
     sample_settings,
+    trains_on,
     yaml_config_overrides,
 )
 
@@ -104,6 +107,21 @@ def test_runs_that_would_train_the_same_model_are_found():
     assert identical_runs(runs) == [["adam", "saved_often"]]  # adamw without weight decay is adam, but not the same code
     assert identical_runs(expand_runs({**config, "seeds": [0, 1]}, DIGITS)) == \
         [["adam.seed-0", "saved_often.seed-0"], ["adam.seed-1", "saved_often.seed-1"]]
+
+
+def test_a_finished_run_is_told_apart_by_its_recorded_config(tmp_path):
+    runs = expand_runs(workflow_config(experiments={"base": {}, "cosine": {"lr_schedule": "cosine"}}), DIGITS)
+    for name, run in runs.items():
+        (tmp_path / name).mkdir()
+        recorded = {**run.config.to_dict(), "epochs": 1, "checkpoint_epochs": [1]}  # a 1-epoch run of it, finished
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump({"train": recorded}))
+    assert runs["base"].config.epochs == runs["cosine"].config.epochs == 2
+    assert epoch_changes(runs, tmp_path) == [
+        "run base: epochs 1 -> 2: trains on from its final state at epoch 1",
+        "run cosine: epochs 1 -> 2: trains again from step 0, as lr_schedule cosine depends on the number of epochs"]
+    assert trains_on(tmp_path, runs["base"]) and not trains_on(tmp_path, runs["cosine"])
+    (tmp_path / "base" / "config.yaml").write_text(yaml.safe_dump({"train": {"num_workers": 4}}))  # not this version's
+    assert not trains_on(tmp_path, runs["base"]) and epoch_changes({"base": runs["base"]}, tmp_path) == []
 
 
 def test_sample_settings_hold_only_what_changes_the_samples():
