@@ -267,39 +267,46 @@ def identical_runs(runs: dict[str, Run]) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
-def recorded_config(results: Path, run: str) -> TrainConfig | None:
-    """The config a finished run trained with (results/<run>/config.yaml), or None: without one, or with one that
-    is not this version's (the run then counts as trained differently)."""
-    recorded = results / run / "config.yaml"
-    try:
-        return TrainConfig.from_dict(yaml.safe_load(recorded.read_text())["train"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        return None
+def recorded_configs(runs: dict[str, Run], results: Path) -> dict[str, TrainConfig | None]:
+    """The config each run last trained with (results/<run>/config.yaml), read once; None for a run without one, or
+    with one that is not this version's (the run then counts as trained differently)."""
+    recorded = {}
+    for name in runs:
+        try:
+            recorded[name] = TrainConfig.from_dict(yaml.safe_load((results / name / "config.yaml").read_text())["train"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            recorded[name] = None
+    return recorded
 
 
-def trains_on(results: Path, run: Run) -> bool:
-    """Whether the run's train job can only go on from where the run finished (more or fewer epochs, or nothing that
-    changes what it computes), so that the checkpoints it has keep their contents and need no new samples."""
-    before = recorded_config(results, run.name)
-    return before is not None and before.extensible_identity() == run.config.extensible_identity()
+def trains_on(before: TrainConfig | None, config: TrainConfig) -> bool:
+    """Whether a run that trained with `before` and now has `config` can only go on from where it finished (more or
+    fewer epochs, or nothing that changes what it computes), so that its checkpoints keep their contents and need
+    no new samples."""
+    return before is not None and before.extensible_identity() == config.extensible_identity()
 
 
-def epoch_changes(runs: dict[str, Run], results: Path) -> list[str]:
-    """What the train job of each finished run whose `epochs` changed will do: go on from its final state, or, under
-    the cosine lr schedule, whose lr depends on the number of epochs, train again from step 0."""
+def epoch_changes(runs: dict[str, Run], recorded: dict[str, TrainConfig | None]) -> list[str]:
+    """What the train job of each finished run (its config in `recorded`) whose `epochs` changed will do: go on from
+    its final state, or, under the cosine lr schedule, whose lr depends on the number of epochs, train again from
+    step 0."""
     messages = []
     for name, run in runs.items():
-        before = recorded_config(results, name)
+        before = recorded[name]
         if before is None or before.epochs == run.config.epochs:
             continue
         change = f"run {name}: epochs {before.epochs} -> {run.config.epochs}"
-        if before.extensible_identity() == run.config.extensible_identity():
+        if trains_on(before, run.config):
             messages.append(f"{change}: trains on from its final state at epoch {before.epochs}" if
                             run.config.epochs > before.epochs else f"{change}: keeps its first {run.config.epochs} epochs")
-        elif dataclasses.replace(before, epochs=run.config.epochs).training_identity() == run.config.training_identity():
+        elif _identity_but_epochs(before) == _identity_but_epochs(run.config):
             messages.append(f"{change}: trains again from step 0, as lr_schedule {run.config.lr_schedule} depends on "
                             "the number of epochs")
     return messages
+
+
+def _identity_but_epochs(config: TrainConfig) -> dict:
+    return {key: value for key, value in config.training_identity().items() if key != "epochs"}
 
 
 def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:

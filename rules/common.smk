@@ -5,6 +5,7 @@
 #   EXPERIMENTS, LABELS    experiment -> its TrainConfig (at its first seed); -> its label in the plots
 #   SWEEP, SAMPLE_EPOCHS   the config's sweep ({} without one); its sample epochs, sorted
 #   GPUS                   experiment -> the GPUs its training job asks for
+#   RECORDED               run -> the TrainConfig it last trained with, None if it has not finished
 #   checkpoint_to_sample   the sample jobs' input: ancient where a run only trains on from where it finished
 
 
@@ -22,6 +23,7 @@ from ddpm.experiments import (
     experiment_labels,
     experiment_runs,
     identical_runs,
+    recorded_configs,
     trains_on,
 )
 from snakemake.logging import logger
@@ -40,10 +42,12 @@ SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 LABELS = experiment_labels(EXPERIMENTS)
 # GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
 GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
+# the config each run last trained with, where it finished (results/<run>/config.yaml), read once
+RECORDED = recorded_configs(RUNS, Path("results"))
 # (a cluster job's own snakemake is given --resources for that one job)
 if workflow.is_main_process:
     check_gpus(GPUS, workflow.global_resources.get("gpu").value)
-    for message in epoch_changes(RUNS, Path("results")):
+    for message in epoch_changes(RUNS, RECORDED):
         logger.info(message)
     for names in identical_runs(RUNS):
         logger.warning(
@@ -61,4 +65,4 @@ def checkpoint_to_sample(wildcards):
     """A run that only goes on from where it finished rewrites its checkpoints so far bit for bit: ancient() keeps
     that from sampling them again. A run trained differently samples them again."""
     path = f"results/{wildcards.run}/checkpoints/epoch_{wildcards.epoch}.pt"
-    return ancient(path) if trains_on(Path("results"), RUNS[wildcards.run]) else path
+    return ancient(path) if trains_on(RECORDED[wildcards.run], RUNS[wildcards.run].config) else path

@@ -18,6 +18,7 @@ from ddpm.experiments import (
     experiment_configs,
     experiment_runs,
     identical_runs,
+    recorded_configs,
     sample_settings,
     trains_on,
     yaml_config_overrides,
@@ -112,16 +113,30 @@ def test_runs_that_would_train_the_same_model_are_found():
 def test_a_finished_run_is_told_apart_by_its_recorded_config(tmp_path):
     runs = expand_runs(workflow_config(experiments={"base": {}, "cosine": {"lr_schedule": "cosine"}}), DIGITS)
     for name, run in runs.items():
-        (tmp_path / name).mkdir()
         recorded = {**run.config.to_dict(), "epochs": 1, "checkpoint_epochs": [1]}  # a 1-epoch run of it, finished
+        (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text(yaml.safe_dump({"train": recorded}))
     assert runs["base"].config.epochs == runs["cosine"].config.epochs == 2
-    assert epoch_changes(runs, tmp_path) == [
+    recorded = recorded_configs(runs, tmp_path)
+    assert epoch_changes(runs, recorded) == [
         "run base: epochs 1 -> 2: trains on from its final state at epoch 1",
         "run cosine: epochs 1 -> 2: trains again from step 0, as lr_schedule cosine depends on the number of epochs"]
-    assert trains_on(tmp_path, runs["base"]) and not trains_on(tmp_path, runs["cosine"])
+    assert trains_on(recorded["base"], runs["base"].config) and not trains_on(recorded["cosine"], runs["cosine"].config)
     (tmp_path / "base" / "config.yaml").write_text(yaml.safe_dump({"train": {"num_workers": 4}}))  # not this version's
-    assert not trains_on(tmp_path, runs["base"]) and epoch_changes({"base": runs["base"]}, tmp_path) == []
+    recorded = recorded_configs(runs, tmp_path)
+    assert recorded["base"] is None and not trains_on(recorded["base"], runs["base"].config)
+    assert epoch_changes({"base": runs["base"]}, recorded) == []
+
+
+def test_fewer_epochs_under_the_cosine_schedule_are_said_to_train_again(tmp_path):
+    """A recorded cosine run of 4 epochs with a checkpoint at epoch 4, asked for 2: trains again (no error from
+    a config whose checkpoint epochs lie beyond its epochs)."""
+    runs = expand_runs(workflow_config(experiments={"cosine": {"lr_schedule": "cosine"}}), DIGITS)
+    recorded = {**runs["cosine"].config.to_dict(), "epochs": 4, "checkpoint_epochs": [1, 2, 4]}
+    (tmp_path / "cosine").mkdir()
+    (tmp_path / "cosine" / "config.yaml").write_text(yaml.safe_dump({"train": recorded}))
+    assert epoch_changes(runs, recorded_configs(runs, tmp_path)) == [
+        "run cosine: epochs 4 -> 2: trains again from step 0, as lr_schedule cosine depends on the number of epochs"]
 
 
 def test_sample_settings_hold_only_what_changes_the_samples():
