@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         train(config, load_dataset(args.data)[0], args.run_dir, args.state_dir, log=lambda m: print(m, flush=True),
               tensorboard_dir=args.tensorboard_dir)
-        checkpoints = ", ".join(f"epoch_{epoch}.pt" for epoch in config.checkpoint_epochs)
-        print(f"wrote {Path(args.run_dir) / 'losses.csv'} and, in {Path(args.run_dir) / 'checkpoints'}, {checkpoints}")
+        if not dist.is_initialized() or dist.get_rank() == 0:  # which writes them
+            checkpoints = ", ".join(f"epoch_{epoch}.pt" for epoch in config.checkpoint_epochs)
+            print(f"wrote {Path(args.run_dir) / 'losses.csv'} and, in {Path(args.run_dir) / 'checkpoints'}, {checkpoints}")
     except TrainingInterrupted as interrupted:
         print(interrupted, file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None

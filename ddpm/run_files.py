@@ -55,7 +55,7 @@ class RunFiles:
         self.store = ResumeStore(state_dir, keep=config.keep_states)
         self.loss_log = None
         self.saved_step = None  # of the newest resume state on disk
-        self.last_row = None  # the loss CSV's last row to publish, when the run went further than this one
+        self.published_steps = None  # the loss rows to publish, when the run went further than this one
 
     def resume(self, parts, total_steps: int, log: Callable[[str], object]) -> tuple[int, float]:
         """Load the newest usable resume state into `parts` (ddpm.training.Parts); returns its step and elapsed
@@ -75,9 +75,8 @@ class RunFiles:
         elif state is not None and state.get("world_size") != self.world:
             unusable = (f"was saved by {state.get('world_size')} processes but this run has {self.world} "
                         "(a resume needs the same number)")
-        elif state is not None and self._checkpoints_missing(min(state["step"], total_steps)):
-            unusable = (f"is past epochs {self._checkpoints_missing(min(state['step'], total_steps))} but holds no "
-                        "checkpoints of them, which this run keeps")
+        elif state is not None and (missing := self._checkpoints_missing(min(state["step"], total_steps))):
+            unusable = f"is past epochs {missing} but holds no checkpoints of them, which this run keeps"
         elif state is not None and state["step"] > total_steps and self.config.epochs not in self.config.checkpoint_epochs:
             unusable = f"is past this run's last epoch ({self.config.epochs}), of which it holds no checkpoint"
         if unusable:
@@ -107,11 +106,11 @@ class RunFiles:
         if parts.ema is not None:
             parts.ema.module.load_state_dict(last["ema"])
         with (self.state_dir / "losses.csv").open(newline="") as f:
-            self.last_row = next(row for row in csv.DictReader(f) if int(row["step"]) == total_steps)
-        self.saved_step = total_steps  # no state to save: the longer run's final one stays
+            last_row = next(row for row in csv.DictReader(f) if int(row["step"]) == total_steps)
+        self.published_steps = self.saved_step = total_steps  # no state to save: the longer run's final one stays
         log(f"the run in {self.state_dir} has trained past epoch {self.config.epochs} already: its first "
             f"{self.config.epochs} epochs are published, and nothing is trained")
-        return total_steps, float(self.last_row["elapsed_seconds"])
+        return total_steps, float(last_row["elapsed_seconds"])
 
     def _checkpoints_missing(self, step: int) -> list[int]:
         """The checkpoint epochs that training has passed at `step` whose checkpoint is not in the state folder."""
@@ -149,10 +148,10 @@ class RunFiles:
             for epoch in self.config.checkpoint_epochs:
                 checkpoint = Path("checkpoints") / f"epoch_{epoch}.pt"
                 publish(self.state_dir / checkpoint, self.run_dir / checkpoint)
-            if self.last_row is None:
+            if self.published_steps is None:
                 publish(self.state_dir / "losses.csv", self.run_dir / "losses.csv")
             else:
-                rows = _rows_up_to(self.state_dir / "losses.csv", int(self.last_row["step"]))
+                rows = _rows_up_to(self.state_dir / "losses.csv", self.published_steps)
                 atomic_write(self.run_dir / "losses.csv", lambda f: f.write(rows.encode()))
 
     def close(self) -> None:

@@ -6,9 +6,9 @@ a logging window that syncs with the device once per loss row, DDP collectives a
 (`python -m ddpm.launch` runs it from the command line and under torchrun; `ddpm.run_files` keeps its files.)
 The resume state holds everything that decides the next step, so a run killed at any moment and restarted gives
 bit-identical weights and loss CSV on the CPU. SIGTERM, SIGUSR1 or SIGINT (a time limit, a preemption, Ctrl-C)
-stops training at the next loss row, which is the step in progress with `log_every: 1`: every process saves one resume state there
-and `train` raises TrainingInterrupted. The ranks agree on the stop in the all_reduce that averages the loss for
-the row, so a GPU step gains no host sync.
+stops training at the next loss row, which is the step in progress with `log_every: 1`: every process saves one
+resume state there and `train` raises TrainingInterrupted. The ranks agree on the stop in the all_reduce that
+averages the loss for the row, so a GPU step gains no host sync.
 """
 
 import contextlib
@@ -249,10 +249,10 @@ def train(
 
     Progress lives in `state_dir` (see RunFiles); at the end run_dir/losses.csv and run_dir/checkpoints/epoch_<E>.pt
     are published, and `state_dir` keeps the final state: the same call with more epochs trains only those (with a
-    constant lr after the warmup; the cosine schedule depends on the total and starts over). SIGTERM, SIGUSR1 or SIGINT during training raises
-    TrainingInterrupted at the next loss row, after a resume state of that step is saved. With
-    `tensorboard_dir`, every loss row also goes to TensorBoard event files there (a new run replaces the folder's
-    events, a resumed one drops those after its step, so each shows one curve).
+    constant lr after the warmup; the cosine schedule depends on the total and starts over). SIGTERM, SIGUSR1 or
+    SIGINT during training raises TrainingInterrupted at the next loss row, after a resume state of that step is
+    saved. With `tensorboard_dir`, every loss row also goes to TensorBoard event files there (a new run replaces the
+    folder's events, a resumed one drops those after its step, so each shows one curve).
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.device)
