@@ -54,9 +54,11 @@ def _grid(images: torch.Tensor | np.ndarray, cells: int | None = None, nrow: int
 
 
 def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, cells: int | None = None, nrow: int | None = None,
-              upscale: int = 1) -> None:
-    """uint8 images (N, C, H, W) as one PNG grid of `cells` cells (see `_grid`), optionally upscaled."""
+              upscale: int | None = None) -> None:
+    """uint8 images (N, C, H, W) as one PNG grid of `cells` cells (see `_grid`), upscaled `upscale` times (default:
+    enough for images of at least 32 pixels a side, so that 8x8 digits can be seen)."""
     grid = _grid(images, cells, nrow).permute(1, 2, 0).numpy()
+    upscale = max(1, 32 // images.shape[-1]) if upscale is None else upscale
     image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if upscale > 1:
         image = image.resize((image.width * upscale, image.height * upscale), Image.Resampling.NEAREST)

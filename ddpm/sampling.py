@@ -6,7 +6,6 @@ command line (the workflow's sample job draws the same images from the same argu
 """
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out.suffix == ".npy":
         atomic_write(args.out, lambda f: np.save(f, images.numpy()))
     else:
-        save_grid(images, args.out, nrow=math.ceil(math.sqrt(len(images))), upscale=max(1, 32 // images.shape[-1]))
+        save_grid(images, args.out)
     print(f"wrote {args.out}: {len(images)} samples of {tuple(images.shape[1:])} from {args.checkpoint}")
 
 

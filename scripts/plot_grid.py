@@ -9,7 +9,7 @@ from ddpm.workflow import logged_to, tensorboard_dir
 with logged_to(snakemake.log[0]):
     grid_size = snakemake.params.grid_size
     images = np.load(snakemake.input[0])[:grid_size]
-    save_grid(images, snakemake.output[0], cells=grid_size, upscale=max(1, 32 // images.shape[-1]))
+    save_grid(images, snakemake.output[0], cells=grid_size)
     board = tensorboard_dir(snakemake)
     if board is not None:
         add_grid_to_tensorboard(images, board, int(snakemake.wildcards.epoch), cells=grid_size)
