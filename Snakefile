@@ -20,7 +20,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
 )
 sys.path.insert(0, workflow.basedir)
-from ddpm.experiments import check_numbers_read_as_text, yaml_config_overrides
+from ddpm.experiments import (
+    check_numbers_read_as_text,
+    check_renamed_fields,
+    yaml_config_overrides,
+)
 
 
 envvars:
@@ -35,6 +39,7 @@ if not workflow.overwrite_configfiles:
 
 update_config(config, yaml_config_overrides(workflow.config_settings.config_args))
 check_numbers_read_as_text(config)
+check_renamed_fields(config)
 validate(config, "config/schema.yaml")
 
 

@@ -12,7 +12,9 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 AUTO_SWITCH = ("auto", "on", "off")
 DATASETS = ("digits", "cifar10", "folder")
-SAMPLERS = ("ancestral", "ddim")
+SAMPLERS = ("ancestral", "ddim", "dpm_solver", "dpm_solver_sde")
+PREDICTIONS = ("eps", "v", "x0")  # what the network predicts
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
 EXTRACTORS = ("classifier", "inception")
 
 COURSE_GROUPS = 8  # GroupNorm groups in every block of the course UNet

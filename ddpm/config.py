@@ -10,18 +10,20 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ddpm.checks import (ARCHITECTURES, AUTO_SWITCH, DEVICES, LR_SCHEDULES, OPTIMIZERS, SCHEDULES, check_choice,
-                         check_course_unet, check_int, check_positive)
+from ddpm.checks import (ARCHITECTURES, AUTO_SWITCH, DEVICES, LOSS_WEIGHTINGS, LR_SCHEDULES, OPTIMIZERS, PREDICTIONS,
+                         SCHEDULES, check_choice, check_course_unet, check_int, check_positive)
 
 # each field that takes one of a list of values, and that list
-CHOICES = {"architecture": ARCHITECTURES, "schedule": SCHEDULES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
+CHOICES = {"architecture": ARCHITECTURES, "schedule": SCHEDULES, "prediction": PREDICTIONS,
+           "loss_weighting": LOSS_WEIGHTINGS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
            "device": DEVICES, "data_on_device": AUTO_SWITCH, "amp": AUTO_SWITCH, "channels_last": AUTO_SWITCH}
 # fields that change how a run is saved, never what it computes
 SAVING_ONLY = ("state_every", "keep_states", "checkpoint_epochs")
 # fields that apply only where another field has a given value: field -> (that field, its value)
 APPLIES_ONLY = {**dict.fromkeys(("channel_mult", "num_res_blocks", "attention_resolutions", "dropout"),
                                 ("architecture", "ddpm")),
-                "beta1": ("schedule", "linear"), "beta2": ("schedule", "linear"), "momentum": ("optimizer", "sgd")}
+                "beta1": ("schedule", "linear"), "beta2": ("schedule", "linear"), "momentum": ("optimizer", "sgd"),
+                "min_snr_gamma": ("loss_weighting", "min_snr")}
 
 
 @dataclass
@@ -37,6 +39,9 @@ class TrainConfig:
     schedule: str = "linear"  # "linear" (beta1..beta2, Ho et al. 2020) or "cosine" (Nichol & Dhariwal 2021)
     beta1: float = 1e-4  # linear only
     beta2: float = 0.02  # linear only
+    prediction: str = "eps"  # what the network predicts: "eps" (Ho et al. 2020), "v" (Salimans & Ho 2022) or "x0"
+    loss_weighting: str = "uniform"  # "uniform", or "min_snr": Min-SNR-gamma (Hang et al. 2023)
+    min_snr_gamma: float = 5.0  # min_snr only: the SNR at which the weight is clipped
     # optimisation
     optimizer: str = "adam"
     lr: float = 2e-4
@@ -82,6 +87,7 @@ class TrainConfig:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by gpus ({self.gpus}): each process "
                              "trains on an equal share of the global batch")
         check_positive("lr", self.lr)
+        check_positive("min_snr_gamma", self.min_snr_gamma)
         if not (0.0 < self.beta1 < self.beta2 < 1.0):
             raise ValueError(f"beta1 and beta2 must satisfy 0 < beta1 < beta2 < 1, got {self.beta1!r}, {self.beta2!r}")
         if self.weight_decay < 0:

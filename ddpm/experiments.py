@@ -18,6 +18,7 @@ from ddpm.dataset_info import DatasetInfo, check_dataset
 
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TEXT_TO_YAML_1_1 = re.compile(r"^[-+]?\d+[eE][-+]?\d+$")  # 1e-3: a number in YAML 1.2, text to PyYAML (YAML 1.1)
+RENAMED_FIELDS = {"sampling": {"ddim_steps": "steps", "ddim_eta": "eta"}}  # section -> {old name: new name}
 SWITCHABLE_SECTIONS = ("seeds", "sweep")  # null in the config: one run per experiment at its own seed, no sweep
 # what the workflow keeps in results/ beside the run folders: no run may take one of these names
 RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
@@ -37,31 +38,45 @@ def check_evaluation(dataset: DatasetInfo, evaluation: dict) -> None:
 
 
 def check_sampling(sampling: dict, experiments: dict[str, TrainConfig]) -> None:
-    """A known sampler; fewer early samples than last ones; DDIM runs on a subsequence of each experiment's
-    timesteps (Song et al. 2021), so at most T of them."""
+    """A known sampler; fewer early samples than last ones; a sampler that takes steps takes at most each
+    experiment's T (DDIM and DPM-Solver evaluate the network at a subsequence of its timesteps)."""
     check_choice("sampling.sampler", sampling["sampler"], SAMPLERS)
     early = sampling.get("num_samples_early")
     if early is not None and early > sampling["num_samples"]:
         raise ValueError(f"sampling.num_samples_early ({early}) is larger than sampling.num_samples "
                          f"({sampling['num_samples']}): it is the smaller count for the epochs before the last")
-    if sampling["sampler"] != "ddim":
+    if sampling["sampler"] != "ddim" and sampling["eta"]:
+        raise ValueError(f"sampling.eta ({sampling['eta']}) applies to sampler ddim only, not {sampling['sampler']!r}: "
+                         "remove it or set it to 0")
+    if sampling["sampler"] == "ancestral":
         return
     for name, config in experiments.items():
-        if sampling["ddim_steps"] > config.num_timesteps:
+        if sampling["steps"] > config.num_timesteps:
             raise ValueError(
-                f"sampling.ddim_steps ({sampling['ddim_steps']}) is larger than the num_timesteps ({config.num_timesteps}) "
-                f"of experiment {name!r}: DDIM takes 1..num_timesteps steps, so use at most "
+                f"sampling.steps ({sampling['steps']}) is larger than the num_timesteps ({config.num_timesteps}) "
+                f"of experiment {name!r}: sampler {sampling['sampler']} takes 1..num_timesteps steps, so use at most "
                 f"{min(c.num_timesteps for c in experiments.values())}, or sampler: ancestral"
             )
 
 
+def check_renamed_fields(workflow_config: dict) -> None:
+    """Refuse a field under its old name, naming the new one (before the schema refuses it as unknown)."""
+    for section, renamed in RENAMED_FIELDS.items():
+        for old, new in renamed.items():
+            if old in (workflow_config.get(section) or {}):
+                raise ValueError(f"{section}.{old} is now {section}.{new} (it applies to every sampler that takes it): "
+                                 f"rename it")
+
+
 def sample_settings(sampling: dict, epoch: int, last_epoch: int) -> dict:
-    """What changes the samples of one epoch (not grid_size; ddim_steps and ddim_eta only for DDIM), in a fixed key
-    order: the sample jobs' params, so that changing anything else reruns none of them. `num_samples` is
-    `num_samples_early` before the last sample epoch, when that is set."""
+    """What changes the samples of one epoch (not grid_size; steps only for the samplers that take them, eta only
+    for DDIM), in a fixed key order: the sample jobs' params, so that changing anything else reruns none of them.
+    `num_samples` is `num_samples_early` before the last sample epoch, when that is set."""
     changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
+    if sampling["sampler"] != "ancestral":
+        changes_samples.append("steps")
     if sampling["sampler"] == "ddim":
-        changes_samples += ["ddim_steps", "ddim_eta"]
+        changes_samples.append("eta")
     settings = {key: sampling[key] for key in sorted(changes_samples)}
     if epoch < last_epoch and sampling.get("num_samples_early") is not None:
         settings["num_samples"] = sampling["num_samples_early"]

@@ -20,7 +20,8 @@ def build_model(config: TrainConfig, channels: int, image_size: int) -> Diffusio
     else:
         unet = UNet(channels, channels, hidden_size=config.hidden_size, image_size=image_size)
     return DiffusionModel(unet, betas=(config.beta1, config.beta2), num_timesteps=config.num_timesteps,
-                          schedule=config.schedule)
+                          schedule=config.schedule, prediction=config.prediction,
+                          loss_weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,7 +1,7 @@
 """Sampling from a training checkpoint, with the EMA weights when the run kept them: in Python, and on the
 command line (the workflow's sample job draws the same images from the same arguments):
 
-    python -m ddpm.sampling results/ddpm/checkpoints/epoch_40.pt --num-samples 100 --out grid.png --sampler ddim
+    python -m ddpm.sampling results/ddpm/checkpoints/epoch_40.pt --num-samples 100 --out grid.png --sampler dpm_solver
     ddpm-sample CHECKPOINT --num-samples 1000 --out samples.npy       (the same, once the package is installed)
 """
 
@@ -16,13 +16,10 @@ from ddpm.checkpoint import CheckpointError, load_checkpoint
 from ddpm.checks import DEVICES, SAMPLERS
 from ddpm.config import TrainConfig
 from ddpm.data import to_uint8
-from ddpm.diffusion import DiffusionModel
+from ddpm.diffusion import DEFAULT_STEPS, DiffusionModel
 from ddpm.files import atomic_write
 from ddpm.models import build_model, resolve_device
 from ddpm.plots import save_grid
-
-DEFAULT_DDIM_STEPS = 50  # the config's sampling.ddim_steps default
-
 
 def load_model(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> DiffusionModel:
     """The DiffusionModel stored at `checkpoint_path`, holding its EMA weights if there are any."""
@@ -34,11 +31,11 @@ def load_model(checkpoint_path: str | Path, device: torch.device | str = "cpu") 
 
 
 def sampler_arguments(sampling: dict) -> dict:
-    """`generate`'s `steps` and `eta` for a config's `sampling` section: DDIM's `ddim_steps` and `ddim_eta`, or
-    the ancestral sampler."""
-    if sampling["sampler"] == "ddim":
-        return {"steps": sampling["ddim_steps"], "eta": sampling["ddim_eta"]}
-    return {"steps": None, "eta": 0.0}
+    """`generate`'s `sampler`, `steps` and `eta` for a config's `sampling` section (steps and eta only where the
+    sampler takes them)."""
+    sampler = sampling["sampler"]
+    return {"sampler": sampler, "steps": None if sampler == "ancestral" else sampling["steps"],
+            "eta": sampling["eta"] if sampler == "ddim" else 0.0}
 
 
 def generate(
@@ -50,11 +47,12 @@ def generate(
     device: torch.device | str | None = None,
     amp: bool | None = None,
     eta: float = 0.0,
+    sampler: str | None = None,
 ) -> torch.Tensor:
     """`num_samples` uint8 images (N, C, H, W), drawn in batches; the same seed gives the same images.
 
-    `steps=None` runs the ancestral sampler over all timesteps, an integer runs DDIM with that many and noise
-    scale `eta`.
+    `sampler`, `steps` and `eta` are DiffusionModel.sample's: by default DDIM when `steps` is given, else the
+    ancestral sampler over all timesteps.
     `amp` runs the network under bf16 autocast on the device (None: on CUDA only).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -67,16 +65,17 @@ def generate(
     with autocast:
         for start in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - start)
-            batches.append(to_uint8(model.sample(count, size, device, steps=steps, generator=generator, eta=eta)).cpu())
+            batches.append(to_uint8(model.sample(count, size, device, steps, generator, eta, sampler)).cpu())
     return torch.cat(batches)
 
 
 def sample_checkpoint(checkpoint_path: str | Path, num_samples: int, steps: int | None = None, seed: int = 0,
                       batch_size: int = 256, device: str = "auto", amp: bool | None = None,
-                      eta: float = 0.0) -> torch.Tensor:
+                      eta: float = 0.0, sampler: str | None = None) -> torch.Tensor:
     """Load a checkpoint and draw uint8 samples from it (see `generate`)."""
     device = resolve_device(device)
-    return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device, amp, eta)
+    return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device, amp, eta,
+                    sampler)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,8 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-samples", type=_count(1), required=True)
     parser.add_argument("--out", type=Path, required=True, help="FILE.png: a grid of them all; FILE.npy: the uint8 array")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ancestral",
-                        help="ancestral: Algorithm 2 over all T steps; ddim: Song et al. 2021 over --steps steps")
-    parser.add_argument("--steps", type=_count(1), help=f"DDIM steps, at most T (default {DEFAULT_DDIM_STEPS})")
+                        help="ancestral: Algorithm 2 over all T steps; ddim: Song et al. 2021, dpm_solver and "
+                             "dpm_solver_sde: DPM-Solver++(2M), Lu et al. 2022, over --steps steps")
+    parser.add_argument("--steps", type=_count(1),
+                        help=f"network evaluations of ddim and dpm_solver, at most T (default {DEFAULT_STEPS})")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's noise scale in [0, 1] (default 0)")
     parser.add_argument("--seed", type=_count(0), default=0)
     parser.add_argument("--batch-size", type=_count(1), default=256)
@@ -112,17 +113,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.out.suffix not in (".png", ".npy"):
         parser.error(f"argument --out: must end in .png or .npy, got {str(args.out)!r}")
-    if args.sampler == "ancestral" and (args.steps is not None or args.eta):
-        parser.error("argument --steps/--eta: apply to --sampler ddim only")
+    if args.sampler == "ancestral" and args.steps is not None:
+        parser.error("argument --steps: applies to the samplers ddim, dpm_solver and dpm_solver_sde only")
+    if args.sampler != "ddim" and args.eta:
+        parser.error("argument --eta: applies to --sampler ddim only")
     if not 0 <= args.eta <= 1:
         parser.error(f"argument --eta: must be in [0, 1], got {args.eta}")
-    steps = (args.steps or DEFAULT_DDIM_STEPS) if args.sampler == "ddim" else None
+    steps = None if args.sampler == "ancestral" else args.steps or DEFAULT_STEPS
     try:
         images = sample_checkpoint(args.checkpoint, args.num_samples, steps, args.seed, args.batch_size, args.device,
-                                   eta=args.eta)
+                                   eta=args.eta, sampler=args.sampler)
     except CheckpointError as error:
         parser.error(f"argument checkpoint: {error}")
-    except ValueError as error:  # DDIM steps beyond the checkpoint's T
+    except ValueError as error:  # steps beyond the checkpoint's T
         parser.error(f"argument --steps: {error}")
     if args.out.suffix == ".npy":
         atomic_write(args.out, lambda f: np.save(f, images.numpy()))

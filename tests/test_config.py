@@ -115,7 +115,7 @@ def test_schema_accepts_the_shipped_configs_and_empty_experiments(config):
     ({"defaults": {"num_workers": 0}}, ["'num_workers' was unexpected", "On instance['defaults']"]),
     ({"defaults": {"schedule": "quadratic"}}, ["'quadratic' is not one of ['linear', 'cosine']"]),
     ({"sampling": {"num_samples": 1}}, ["1 is less than the minimum of 2", "On instance['sampling']['num_samples']"]),
-    ({"sampling": {"ddim_eta": 1.5}}, ["1.5 is greater than the maximum of 1", "On instance['sampling']['ddim_eta']"]),
+    ({"sampling": {"eta": 1.5}}, ["1.5 is greater than the maximum of 1", "On instance['sampling']['eta']"]),
     ({"defaults": {"lr_schedule": "step"}}, ["'step' is not one of ['constant', 'cosine']",
                                              "On instance['defaults']['lr_schedule']"]),
 ])

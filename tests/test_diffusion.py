@@ -318,11 +318,12 @@ def test_sampling_is_reproducible_and_builds_no_graph(device, steps):
     torch.testing.assert_close(again, model.sample(3, (1, 8, 8), device, steps=steps), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "dpm_solver", "dpm_solver_sde"])
 @pytest.mark.parametrize("steps", [0, 11, 2.0, True, "5", np.float64(3)])
-def test_ddim_steps_out_of_range(steps):
+def test_steps_out_of_range(steps, sampler):
     model = DiffusionModel(Recorder(), num_timesteps=10)
-    with pytest.raises(ValueError, match=r"DDIM steps must be an integer in \[1, 10\]"):
-        model.sample(1, (1, 2, 2), "cpu", steps=steps)
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 10\]"):
+        model.sample(1, (1, 2, 2), "cpu", steps=steps, sampler=sampler)
 
 
 def test_ddim_steps_may_be_a_numpy_integer():

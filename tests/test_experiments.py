@@ -9,6 +9,7 @@ from ddpm.config import TrainConfig
 from ddpm.dataset_info import DatasetInfo
 from ddpm.experiments import (
     check_evaluation,
+    check_renamed_fields,
     check_numbers_read_as_text,
     epoch_changes,
     check_experiment_name,
@@ -80,13 +81,19 @@ def test_num_reference_cannot_exceed_the_dataset():
 
 def test_ddim_steps_cannot_exceed_an_experiments_timesteps():
     experiments = {"long": TrainConfig(num_timesteps=100), "short": TrainConfig(num_timesteps=20)}
-    check_sampling({"sampler": "ddim", "ddim_steps": 20}, experiments)
-    check_sampling({"sampler": "ancestral", "ddim_steps": 50}, experiments)
-    with pytest.raises(ValueError, match=r"sampling.ddim_steps \(50\) is larger than the num_timesteps \(20\) "
+    check_sampling({"sampler": "ddim", "steps": 20, "eta": 0}, experiments)
+    check_sampling({"sampler": "ancestral", "steps": 50, "eta": 0}, experiments)
+    with pytest.raises(ValueError, match=r"sampling.steps \(50\) is larger than the num_timesteps \(20\) "
                                          r"of experiment 'short': .* use at most 20, or sampler: ancestral"):
-        check_sampling({"sampler": "ddim", "ddim_steps": 50}, experiments)
-    with pytest.raises(ValueError, match=r"sampling.sampler must be one of \['ancestral', 'ddim'\], got 'euler'"):
-        check_sampling({"sampler": "euler", "ddim_steps": 50}, experiments)
+        check_sampling({"sampler": "ddim", "steps": 50, "eta": 0}, experiments)
+    with pytest.raises(ValueError, match=r"sampling.steps \(50\) is larger than the num_timesteps \(20\) .* sampler "
+                                         r"dpm_solver takes 1..num_timesteps steps"):
+        check_sampling({"sampler": "dpm_solver", "steps": 50, "eta": 0}, experiments)
+    with pytest.raises(ValueError, match=r"sampling.eta \(0.5\) applies to sampler ddim only, not 'dpm_solver'"):
+        check_sampling({"sampler": "dpm_solver", "steps": 20, "eta": 0.5}, experiments)
+    with pytest.raises(ValueError, match=r"sampling.sampler must be one of \['ancestral', 'ddim', 'dpm_solver', "
+                                         r"'dpm_solver_sde'\], got 'euler'"):
+        check_sampling({"sampler": "euler", "steps": 50, "eta": 0}, experiments)
     with pytest.raises(ValueError, match=r"sampling.num_samples_early \(16\) is larger than sampling.num_samples \(8\)"):
         check_sampling({"sampler": "ancestral", "num_samples": 8, "num_samples_early": 16}, experiments)
 
@@ -140,12 +147,13 @@ def test_fewer_epochs_under_the_cosine_schedule_are_said_to_train_again(tmp_path
 
 
 def test_sample_settings_hold_only_what_changes_the_samples():
-    sampling = {"num_samples": 64, "num_samples_early": None, "grid_size": 16, "sampler": "ancestral", "ddim_steps": 50,
-                "ddim_eta": 0.5, "batch_size": 32, "seed": 1}
+    sampling = {"num_samples": 64, "num_samples_early": None, "grid_size": 16, "sampler": "ancestral", "steps": 50,
+                "eta": 0.5, "batch_size": 32, "seed": 1}
     expected = {"batch_size": 32, "num_samples": 64, "sampler": "ancestral", "seed": 1}
     assert sample_settings(sampling, 1, 5) == sample_settings(sampling, 5, 5) == expected
     ddim = sample_settings({**sampling, "sampler": "ddim"}, 5, 5)
-    assert ddim["ddim_steps"] == 50 and ddim["ddim_eta"] == 0.5
+    assert ddim["steps"] == 50 and ddim["eta"] == 0.5
+    assert sample_settings({**sampling, "sampler": "dpm_solver"}, 5, 5) == {**expected, "sampler": "dpm_solver", "steps": 50}
 
 
 def test_fewer_samples_before_the_last_epoch():
@@ -267,3 +275,11 @@ def test_labels_show_the_paper_unets_fields_only_where_they_apply():
     assert labels["course"] == "course (architecture=course, hidden_size=128)"
     assert labels["ddpm"] == ("ddpm (architecture=ddpm, hidden_size=32, channel_mult=[1, 2], "
                               "attention_resolutions=[4], dropout=0.0)")
+
+
+@pytest.mark.parametrize("old, new", [("ddim_steps", "steps"), ("ddim_eta", "eta")])
+def test_the_old_sampling_names_are_refused_naming_the_new(old, new):
+    check_renamed_fields({"sampling": {"steps": 50, "eta": 0.5}})
+    check_renamed_fields({"sampling": None})
+    with pytest.raises(ValueError, match=rf"^sampling.{old} is now sampling.{new} "):
+        check_renamed_fields({"sampling": {old: 1}})

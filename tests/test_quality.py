@@ -66,7 +66,7 @@ def test_recipe_is_defaults_plus_overrides_on_the_cpu(quality):
     name, config, sampling = quality.load_recipe(TINY_CONFIG, None)
     assert name == "base"  # the first experiment
     assert (config.hidden_size, config.num_timesteps, config.lr, config.device) == (8, 20, 1.0e-3, "cpu")
-    assert sampling["sampler"] == "ddim" and sampling["ddim_steps"] == 5 and sampling["seed"] == 0  # schema default
+    assert sampling["sampler"] == "ddim" and sampling["steps"] == 5 and sampling["seed"] == 0  # schema default
 
 
 def test_other_datasets_are_refused(quality, tmp_path):

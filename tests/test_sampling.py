@@ -22,7 +22,7 @@ def test_the_command_line_draws_the_workflows_samples(tiny_run, tmp_path):
     checkpoint = tiny_run / "results" / "base" / "checkpoints" / "epoch_2.pt"
     out = tmp_path / "samples.npy"
     subprocess.run(sample_command(checkpoint, "--num-samples", sampling["num_samples"], "--out", out, "--sampler", "ddim",
-                                  "--steps", sampling["ddim_steps"], "--batch-size", sampling["batch_size"]),
+                                  "--steps", sampling["steps"], "--batch-size", sampling["batch_size"]),
                    env=ONE_THREAD_ENV, cwd=ROOT, check=True, capture_output=True)
     assert np.array_equal(np.load(out), np.load(tiny_run / "results" / "base" / "samples" / "epoch_2.npy"))
     grid = tmp_path / "grid.png"
@@ -37,7 +37,10 @@ def test_the_command_line_draws_the_workflows_samples(tiny_run, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--num-samples", "0", "--out", "x.npy"], "argument --num-samples: must be an integer >= 1, got '0'"),
     (["--num-samples", "4", "--out", "x.jpg"], "argument --out: must end in .png or .npy, got 'x.jpg'"),
-    (["--num-samples", "4", "--out", "x.npy", "--steps", "5"], "argument --steps/--eta: apply to --sampler ddim only"),
+    (["--num-samples", "4", "--out", "x.npy", "--steps", "5"], "argument --steps: applies to the samplers ddim, "
+                                                               "dpm_solver and dpm_solver_sde only"),
+    (["--num-samples", "4", "--out", "x.npy", "--sampler", "dpm_solver", "--eta", "0.5"],
+     "argument --eta: applies to --sampler ddim only"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "ddim", "--eta", "2"], "argument --eta: must be in [0, 1], got 2.0"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "euler"], "argument --sampler: invalid choice: 'euler'"),
     (["--num-samples", "4", "--out", "x.npy"], "argument checkpoint: checkpoint {missing} does not exist"),
@@ -55,7 +58,7 @@ def test_steps_beyond_the_checkpoints_timesteps_are_refused_by_name(tiny_run, ca
     checkpoint = tiny_run / "results" / "base" / "checkpoints" / "epoch_1.pt"
     with pytest.raises(SystemExit):
         main([str(checkpoint), "--num-samples", "2", "--out", "x.npy", "--sampler", "ddim", "--steps", "21"])
-    assert capsys.readouterr().err == "ddpm-sample: error: argument --steps: DDIM steps must be an integer in [1, 20], got 21\n"
+    assert capsys.readouterr().err == "ddpm-sample: error: argument --steps: steps must be an integer in [1, 20], got 21\n"
 
 
 @pytest.mark.parametrize("script, usage", [("ddpm-sample", "usage: ddpm-sample "), ("ddpm-train", "usage: ")])

@@ -183,7 +183,7 @@ def test_ddim_fields_do_not_matter_to_the_ancestral_sampler(run_copy):
     result = snakemake(run_copy, target, config=tiny_config(sampling=ancestral))  # samples with the new sampler
     assert result.returncode == 0, result.output
     assert planned_rules(result.output) == ["sample"], result.output
-    planned = snakemake(run_copy, "--dry-run", target, config=tiny_config(sampling={**ancestral, "ddim_steps": 7, "ddim_eta": 1.0}))
+    planned = snakemake(run_copy, "--dry-run", target, config=tiny_config(sampling={**ancestral, "steps": 7, "eta": 1.0}))
     assert planned.returncode == 0, planned.output
     assert "Nothing to be done" in planned.output, planned.output
 
@@ -298,8 +298,18 @@ BAD_CONFIGS = [
     ("no experiments", {"experiments": {}}, "experiments"),
     ("unknown sampler", {"sampling": {"sampler": "euler"}}, "'euler' is not one of"),
     ("unknown extractor", {"evaluation": {"extractor": "clip"}}, "'clip' is not one of"),
-    ("default ddim_steps beyond num_timesteps", {"sampling": {"num_samples": 16, "sampler": "ddim"}},
-     "sampling.ddim_steps (50) is larger than the num_timesteps (20) of experiment 'base'"),
+    ("default steps beyond num_timesteps", {"sampling": {"num_samples": 16, "sampler": "ddim"}},
+     "sampling.steps (50) is larger than the num_timesteps (20) of experiment 'base'"),
+    ("DPM-Solver steps beyond num_timesteps", {"sampling": {"sampler": "dpm_solver", "steps": 21}},
+     "sampling.steps (21) is larger than the num_timesteps (20) of experiment 'base': sampler dpm_solver takes"),
+    ("the old name ddim_steps", {"sampling": {"sampler": "ddim", "ddim_steps": 5}},
+     "sampling.ddim_steps is now sampling.steps"),
+    ("eta with DPM-Solver", {"sampling": {"sampler": "dpm_solver", "steps": 5, "eta": 0.5}},
+     "sampling.eta (0.5) applies to sampler ddim only, not 'dpm_solver'"),
+    ("unknown loss weighting", {"defaults": {"loss_weighting": "snr"}}, "'snr' is not one of ['uniform', 'min_snr']"),
+    ("min_snr_gamma not above 0", {"defaults": {"loss_weighting": "min_snr", "min_snr_gamma": 0}},
+     "0 is less than or equal to the minimum of 0"),
+    ("unknown prediction", {"experiments": {"base": {"prediction": "score"}}}, "'score' is not one of ['eps', 'v', 'x0']"),
     ("batch_size beyond the dataset", {"defaults": {"batch_size": 1798}},
      "experiment 'base': batch_size (1798) is larger than the dataset (digits, 1797 images): use 1..1797"),
     ("hidden_size in an experiment", {"experiments": {"base": {"hidden_size": 12}}},
