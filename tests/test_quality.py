@@ -10,7 +10,7 @@ from tests.workflow import TINY as TINY_CONFIG  # the tiny workflow config
 
 TINY_ARGS = ["--config", str(TINY_CONFIG), "--experiment", "lr_high", "--budgets", "1.5", "--num-samples", "24",
         "--classifier-epochs", "1", "--peer-width", "8", "--peer-layers", "1", "--peer-ddim-steps", "4",
-        "--threads", "1"]
+        "--threads", "1", "--peer-lrs", "8e-3", "--peer-ema-decays", "0.9999", "--peer-etas", "0", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def quality():
     return quality
 
 
-def test_quality_writes_json_with_every_number(quality, tmp_path):
+def test_quality_writes_json_with_every_number(quality, tmp_path, monkeypatch):
     out = tmp_path / "quality.json"
     quality.main(TINY_ARGS + ["--out", str(out)])
     results = json.loads(out.read_text())
@@ -40,21 +40,38 @@ def test_quality_writes_json_with_every_number(quality, tmp_path):
         assert math.isfinite(row[side]["fid"]) and row[side]["fid"] > 0, side
         assert math.isfinite(row[side]["final_loss"]), side
     assert row["project"]["epochs"] >= 1 and row["project"]["steps"] == row["project"]["epochs"] * (1797 // 64)
+    # the peer is the best of its sweep: both schedules, each sampled at both etas
+    sweep = row["peer_sweep"]
+    assert [(v["schedule"], v["eta"]) for v in sweep] == [("linear", 0), ("linear", 1), ("squaredcos_cap_v2", 0),
+                                                          ("squaredcos_cap_v2", 1)]
+    assert row["peer"] == min(sweep, key=lambda v: v["fid"]) and not row["peer_reused"]
+    assert sweep[0]["fid"] != sweep[1]["fid"] and sweep[0]["steps"] == sweep[1]["steps"]  # one model, two etas
     assert row["ratio"] == pytest.approx(row["project"]["fid"] / row["peer"]["fid"])
     assert results["target_met"] == (row["ratio"] <= results["target_ratio"])
     # the peer's time-bounded loop aims within half a step of the project's measured seconds; the tolerance
     # leaves room for a step slowed down on a loaded machine
     assert results["clock"] == "wall"
-    assert row["peer"]["train_seconds"] == pytest.approx(row["project"]["train_seconds"], rel=0.25)
+    assert row["peer"]["train_seconds"] == pytest.approx(1.5, rel=0.25)
+
+    # a second run takes the peer's sweep from the first's JSON instead of training it
+    monkeypatch.setattr(quality, "run_peer", lambda *args: pytest.fail("the peer was trained again"))
+    again = quality.main(TINY_ARGS + ["--out", str(tmp_path / "again.json"), "--reuse-peer", str(out)])
+    assert again["budgets"][0]["peer_sweep"] == sweep and again["budgets"][0]["peer_reused"]
+    with pytest.raises(SystemExit, match=r"its peer ran with other --peer-lrs"):
+        quality.main(TINY_ARGS + ["--peer-lrs", "1e-3", "--out", str(tmp_path / "x.json"), "--reuse-peer", str(out)])
 
 
 def test_peer_trains_for_the_given_cpu_seconds(quality, tmp_path):
     prepare_dataset("digits", tmp_path)
     images, _ = load_dataset(tmp_path)
     args = quality.parse_args(TINY_ARGS + ["--clock", "cpu"])
-    result = quality.run_peer(images, 1.0, {"batch_size": 24}, args, fid=lambda samples: float(len(samples)))
-    assert result["train_cpu_seconds"] == pytest.approx(1.0, rel=0.25)
-    assert result["fid"] == 24  # the number of samples it drew
+    recipe = {"schedule": "squaredcos_cap_v2", "lr": 2e-3, "ema_decay": 0.995}
+    results = quality.run_peer(images, 1.0, {"batch_size": 24}, args, lambda samples: float(len(samples)), recipe)
+    assert [result["eta"] for result in results] == [0, 1]
+    for result in results:
+        assert result["train_cpu_seconds"] == pytest.approx(1.0, rel=0.25)
+        assert result["fid"] == 24  # the number of samples it drew
+        assert {k: result[k] for k in recipe} == recipe
 
 
 def test_unknown_experiment_is_refused_with_the_allowed_names(quality):
