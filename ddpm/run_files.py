@@ -90,9 +90,8 @@ class RunFiles:
         if state is not None:
             parts.model.load_state_dict(state["model"])
             if parts.ema is not None:
-                parts.ema.load_state_dict(state["ema"])
-            parts.optimizer.load_state_dict(state["optimizer"])
-            parts.scheduler.load_state_dict(state["scheduler"])
+                parts.ema.module.load_state_dict(_ema_weights(state["ema"]))
+            _load_optimizer(parts.optimizer, state["optimizer"])
             set_rng_state(state["rng"][self.rank])
             self.saved_step = step
         self.loss_log = LossLog(self.state_dir / "losses.csv", step) if self.rank == 0 else None
@@ -128,8 +127,8 @@ class RunFiles:
             self.loss_log.flush()
             self.store.save({
                 "fingerprint": self.fingerprint, "world_size": self.world, "step": step, "elapsed_seconds": elapsed,
-                "model": parts.model.state_dict(), "ema": parts.ema.state_dict() if parts.ema is not None else None,
-                "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(), "rng": rng,
+                "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(), "rng": rng,
+                "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
             }, step)
         self.saved_step = step
 
@@ -157,6 +156,25 @@ class RunFiles:
     def close(self) -> None:
         if self.loss_log is not None:
             self.loss_log.close()
+
+
+def _ema_weights(saved: dict) -> dict:
+    """The EMA's model state dict from a resume state's "ema". States saved while the EMA was
+    torch.optim.swa_utils.AveragedModel hold it under "module." beside the update count "n_averaged", which equals
+    the step, from which the EMA's warm-up is computed now."""
+    if "n_averaged" not in saved:
+        return saved
+    return {key.removeprefix("module."): value for key, value in saved.items() if key != "n_averaged"}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """The optimizer's saved state, keeping this run's lr tensor (which each step writes) and how it runs (fused,
+    foreach, capturable): load_state_dict would replace them by the saved ones (a float lr in older states)."""
+    kept = [{key: group[key] for key in ("lr", "fused", "foreach", "capturable") if key in group}
+            for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, own in zip(optimizer.param_groups, kept):
+        group.update(own)
 
 
 def _rows_up_to(path: Path, step: int) -> str:

@@ -9,9 +9,17 @@ bit-identical weights and loss CSV on the CPU. SIGTERM, SIGUSR1 or SIGINT (a tim
 stops training at the next loss row, which is the step in progress with `log_every: 1`: every process saves one
 resume state there and `train` raises TrainingInterrupted. The ranks agree on the stop in the all_reduce that
 averages the loss for the row, so a GPU step gains no host sync.
+
+Between two loss rows nothing waits on the device: the lr and the EMA decay of a step come from the step number
+the host knows and are written into device tensors, the epoch's order lives on the device, clipping and the draws
+run there. With `compile`, the network's forward and loss (its backward through AOTAutograd) and the update
+after the backward (clipping, optimizer, EMA) are compiled regions, replayed as CUDA graphs on a GPU.
 """
 
 import contextlib
+import copy
+import functools
+import inspect
 import math
 import random
 import shutil
@@ -25,7 +33,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ddpm.config import TrainConfig
@@ -45,13 +52,24 @@ class TrainingInterrupted(Exception):
     """SIGTERM, SIGUSR1 or SIGINT stopped training; the resume state holds every step done."""
 
 
-def make_optimizer(config: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
-    fused = device.type in ("cuda", "cpu")  # one fused kernel for all parameters
+def make_optimizer(config: TrainConfig, params, lr: torch.Tensor, compiled: bool = False) -> torch.optim.Optimizer:
+    """The optimizer, reading its lr from the tensor `lr`, which each step overwrites in place (no host sync, and
+    no recompile of a compiled step). Eager on the CPU or CUDA: one fused kernel for all parameters; compiled: the
+    multi-tensor (foreach) version, capturable (its step counts on the device), which inductor fuses itself: it
+    does not trace into the fused kernels."""
+    fused = not compiled and lr.device.type in ("cuda", "cpu")
+    how = {"fused": True} if fused else {"foreach": True}
+    adam = {**how, "capturable": not fused}
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **adam)
+    elif config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **adam)
+    else:
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                                    **how)
+    for group in optimizer.param_groups:
+        group["lr"] = lr  # after the constructor, whose checks would read a device tensor on the host
+    return optimizer
 
 
 def lr_factor(warmup_steps: int, lr_schedule: str, total_steps: int):
@@ -96,31 +114,75 @@ def signals_handled(handler: Callable[[int], object]):
             signal.signal(number, old if old is not None else signal.SIG_DFL)
 
 
-def warmup_ema(decay: float):
-    """EMA update for AveragedModel: ema += (1 - d_n) (w - ema), d_n = min(decay, (1 + n) / (10 + n)) after n
-    updates, the warm-up of diffusers' EMAModel, so a short run's EMA does not keep its random initial weights
-    (with a fixed 0.995, 6 % of them remain after 560 steps). Computed on the device, without a host sync."""
+class EMA:
+    """An exponential moving average of a model's weights (buffers copied): after update n (from 0),
+    ema_n = d_n ema_{n-1} + (1 - d_n) w_n with diffusers' EMAModel warm-up, d_0 = 0 (a copy) and
+    d_n = min(decay, (1 + n) / (10 + n)), so that a short run's EMA does not keep its random initial weights (with a
+    fixed 0.995, 6 % of them remain after 560 steps).
 
-    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        weight = 1 - torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
-        deltas = torch._foreach_sub(params, ema_params)
-        torch._foreach_mul_(deltas, weight)
-        torch._foreach_add_(ema_params, deltas)
+    n is the training step, which the host knows: `set_step` writes 1 - d_n into a device tensor before the step,
+    and `update` reads it there, without a host sync and, compiled, without a recompile. `module` holds the
+    averaged model, whose state dict is a plain one of the model.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay, self.weight = decay, torch.ones((), device=next(model.parameters()).device)  # 1 - d_n
+        self.averaged, self.weights = list(self.module.parameters()), list(model.parameters())
+        self.copies, self.buffers = list(self.module.buffers()), list(model.buffers())
+
+    def decay_at(self, n: int) -> float:
+        return 0.0 if n == 0 else min(self.decay, (1 + n) / (10 + n))
+
+    def set_step(self, n: int) -> None:
+        self.weight.fill_(1 - self.decay_at(n))
+
+    def update(self) -> None:
+        """ema += (1 - d_n) (w - ema), the weight read from the device."""
+        deltas = torch._foreach_sub(self.weights, self.averaged)
+        torch._foreach_mul_(deltas, self.weight)
+        torch._foreach_add_(self.averaged, deltas)
+        if self.buffers:
+            torch._foreach_copy_(self.copies, self.buffers)
+
+
+def weight_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None,
+                  grad_clip: float | None, compiled: bool) -> Callable[[], None]:
+    """What follows the backward: gradient clipping (clip_grad_norm_ without error_if_nonfinite, which would read
+    the norm on the host), the optimizer step and the EMA update, as one function, compiled with `compiled`.
+
+    torch.optim's step() breaks a compiled graph on purpose, to run under no_grad; the compiled update runs
+    under no_grad itself and calls the step beneath that wrapper (inspect.unwrap), so it traces as one graph.
+    """
+    params = list(model.parameters())
+    step = functools.partial(inspect.unwrap(type(optimizer).step), optimizer) if compiled else optimizer.step
+
+    @torch.no_grad()
+    def update() -> None:
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        step()
+        if ema is not None:
+            ema.update()
 
     return update
 
 
 @dataclass
 class Parts:
-    """What a training step works with: the model, its EMA, the optimizer and its schedule, and how the network runs."""
+    """What a training step works with: the model, its EMA, the optimizer, its lr tensor and schedule, and how the
+    network runs and the weights are updated."""
 
     model: DiffusionModel
-    ema: AveragedModel | None
+    ema: EMA | None
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    lr: torch.Tensor  # the optimizer's lr, on the device, written before each step
+    lr_at: Callable[[int], float]  # the lr of step n (from 0)
     forward: torch.nn.Module  # the model, compiled and wrapped in DDP as configured
+    update: Callable[[], None]  # clipping, optimizer step, EMA (weight_update), compiled as configured
     autocast: contextlib.AbstractContextManager
     memory_format: torch.memory_format
+    cuda_graphs: bool = False  # compiled with mode="reduce-overhead": each step starts a new graph replay
 
 
 def build_parts(config: TrainConfig, channels: int, image_size: int, device: torch.device, total_steps: int,
@@ -129,7 +191,9 @@ def build_parts(config: TrainConfig, channels: int, image_size: int, device: tor
     with the fast path.
 
     Each switch's 'auto' means on for CUDA only; `on` on the CPU means: amp, bf16 autocast on the CPU;
-    channels_last, NHWC tensors; compile, torch.compile's inductor backend generating C++.
+    channels_last, NHWC tensors. `compile` compiles the forward and loss (and through AOTAutograd the backward)
+    and the update; on CUDA with mode="reduce-overhead", as CUDA graphs (the tensors the graphs write in place
+    keep their addresses), on the CPU inductor's C++.
     """
     cuda = device.type == "cuda"
     seed_everything(config.seed)
@@ -137,14 +201,23 @@ def build_parts(config: TrainConfig, channels: int, image_size: int, device: tor
     torch.manual_seed(config.seed + rank)  # same initial weights everywhere, each rank its own noise
     memory_format = torch.channels_last if _switch(config.channels_last, cuda) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    ema = AveragedModel(model, multi_avg_fn=warmup_ema(config.ema_decay), use_buffers=True) if config.ema_decay else None
-    optimizer = make_optimizer(config, model.parameters(), device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.warmup_steps, config.lr_schedule, total_steps))
-    forward = torch.compile(model) if config.compile else model
+    ema = EMA(model, config.ema_decay) if config.ema_decay else None
+    lr = torch.tensor(config.lr, device=device)
+    optimizer = make_optimizer(config, model.parameters(), lr, config.compile)
+    factor = lr_factor(config.warmup_steps, config.lr_schedule, total_steps)
+    update = weight_update(model, optimizer, ema, config.grad_clip, config.compile)
+    forward, cuda_graphs = model, config.compile and cuda
+    if config.compile:
+        mode = "reduce-overhead" if cuda_graphs else None
+        if cuda_graphs:
+            for tensor in (lr, *((ema.weight, *ema.averaged, *ema.copies) if ema is not None else ())):
+                torch._dynamo.mark_static_address(tensor)  # written in place by a graph, or outside one
+        forward, update = torch.compile(model, mode=mode), torch.compile(update, mode=mode, fullgraph=True)
     if dist.is_initialized():
         forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=[device.index] if cuda else None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if _switch(config.amp, cuda) else contextlib.nullcontext()
-    return Parts(model, ema, optimizer, scheduler, forward, autocast, memory_format)
+    return Parts(model, ema, optimizer, lr, lambda step: config.lr * factor(step), forward, update, autocast,
+                 memory_format, cuda_graphs)
 
 
 class Batches:
@@ -166,30 +239,41 @@ class Batches:
     def __call__(self, step: int) -> torch.Tensor:
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self.order_epoch:
-            self.order, self.order_epoch = epoch_order(self.data.shape[0], self.config.seed, epoch + 1), epoch
+            self.order, self.order_epoch = self._order(epoch), epoch
         batch_index = self.order[position * self.config.batch_size:(position + 1) * self.config.batch_size][self.shard]
-        x = to_model_range(self.data[batch_index.to(self.data.device)].to(self.device, non_blocking=True))
+        x = to_model_range(self.data[batch_index].to(self.device, non_blocking=True))
         if self.config.flip:
             x = random_hflip(x)
         return x.contiguous(memory_format=self.memory_format)
 
+    def _order(self, epoch: int) -> torch.Tensor:
+        """The epoch's order where the data is, copied there once an epoch; to a GPU from pinned memory, without a
+        host sync."""
+        order = epoch_order(self.data.shape[0], self.config.seed, epoch + 1)
+        if self.data.device.type == "cuda":
+            order = order.pin_memory()
+        return order.to(self.data.device, non_blocking=True)
 
-def training_step(parts: Parts, x: torch.Tensor, grad_clip: float | None) -> tuple[torch.Tensor, float]:
-    """One step of Algorithm 1 (Ho et al. 2020) on the batch `x`, then the LR schedule and the EMA.
 
-    Returns the loss, still on the device, and the learning rate the step used.
+def training_step(parts: Parts, x: torch.Tensor, step: int, t: torch.Tensor | None = None,
+                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Training step `step` (from 0) of Algorithm 1 (Ho et al. 2020) on the batch `x`: its lr and EMA decay written
+    into their device tensors, the loss and its gradients, then the update (weight_update). No host sync.
+
+    `t` and `noise` are DiffusionModel.forward's, to compare runs on the same draws. Returns the loss, still on the
+    device, and the learning rate the step used.
     """
+    lr = parts.lr_at(step)
+    parts.lr.fill_(lr)
+    if parts.ema is not None:
+        parts.ema.set_step(step)
+    if parts.cuda_graphs:
+        torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten now
     with parts.autocast:
-        loss = parts.forward(x)
+        loss = parts.forward(x, t, noise)
     parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), grad_clip)
-    lr = parts.scheduler.get_last_lr()[0]
-    parts.optimizer.step()
-    parts.scheduler.step()
-    if parts.ema is not None:
-        parts.ema.update_parameters(parts.model)
+    parts.update()
     return loss.detach(), lr
 
 
@@ -271,7 +355,7 @@ def train(
     with (contextlib.closing(files), window.progress, signals_handled(signals.append),
           tensorboard if tensorboard is not None else contextlib.nullcontext()):
         while step < total_steps:
-            loss, lr = training_step(parts, batches(step), config.grad_clip)
+            loss, lr = training_step(parts, batches(step), step)
             step += 1
             window.add(loss)
             epoch, end_of_epoch = (step - 1) // steps_per_epoch + 1, step % steps_per_epoch == 0

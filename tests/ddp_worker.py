@@ -32,8 +32,8 @@ def main():
     single = build_model(config, 1, 8)
     single.load_state_dict(model.state_dict())
     ddp = DistributedDataParallel(model)
-    optimizer = make_optimizer(config, model.parameters(), torch.device("cpu"))
-    single_optimizer = make_optimizer(config, single.parameters(), torch.device("cpu"))
+    optimizer = make_optimizer(config, model.parameters(), torch.tensor(config.lr))
+    single_optimizer = make_optimizer(config, single.parameters(), torch.tensor(config.lr))
 
     generator = torch.Generator().manual_seed(1)  # the same global batch on every rank
     for step in range(5):

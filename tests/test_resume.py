@@ -1,5 +1,5 @@
 """Exact resume: SIGKILL a real training process at random moments, or stop it with SIGTERM and SIGUSR1,
-restart it, compare bit for bit."""
+restart it, compare bit for bit; a resume state of the earlier EMA (AveragedModel) goes on bit for bit too."""
 
 import csv
 import json
@@ -10,10 +10,13 @@ import subprocess
 import time
 
 import pytest
+import torch
 
-from ddpm.checkpoint import ResumeStore, load_checkpoint
+from ddpm.checkpoint import ResumeStore, load_checkpoint, save_checkpoint
 from ddpm.data import prepare_dataset
 from ddpm.launch import INTERRUPTED_EXIT_CODE, training_command
+from ddpm.training import train
+from tests.test_training import interrupted, read_csv, run, tiny
 from tests.workflow import ONE_THREAD_ENV, finish, snakemake, start_snakemake, tiny_config
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
@@ -156,3 +159,29 @@ def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):
     assert resumed_step >= 5
     steps = [int(r[0]) for r in rows(tmp_path / "results" / "base" / "losses.csv")]
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == 6 * (1797 // 64)
+
+
+def test_a_resume_state_of_the_averaged_model_ema_resumes_bit_identically(digits, tmp_path):
+    """States saved while the EMA was torch.optim.swa_utils.AveragedModel hold it as "module.*" with "n_averaged",
+    a float lr and a "scheduler": converted on load, the run goes on bit-identical to one never stopped."""
+    reference = run(tiny(), digits, tmp_path, "reference")
+    interrupted(tiny(), digits, tmp_path, "old", after_state=4)
+    store = ResumeStore(tmp_path / "state" / "old")
+    path = store.path(store.steps()[-1])
+    state = load_checkpoint(path)
+    state["ema"] = {**{f"module.{key}": value for key, value in state["ema"].items()},
+                    "n_averaged": torch.tensor(state["step"])}
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] = float(group["lr"])
+    state["scheduler"] = {"last_epoch": state["step"], "base_lrs": [1e-3]}
+    save_checkpoint(state, path)
+    messages = []
+    train(tiny(), digits, tmp_path / "old", tmp_path / "state" / "old", log=messages.append)
+    assert messages[0].startswith("resumed from step 5 ")
+    assert read_csv(tmp_path / "old" / "losses.csv", DETERMINISTIC_COLUMNS) == \
+        read_csv(reference / "losses.csv", DETERMINISTIC_COLUMNS)
+    for epoch in (1, 2):
+        checkpoint = f"checkpoints/epoch_{epoch}.pt"
+        first, second = load_checkpoint(reference / checkpoint), load_checkpoint(tmp_path / "old" / checkpoint)
+        for part in ("model", "ema"):
+            assert all(torch.equal(value, second[part][key]) for key, value in first[part].items()), (epoch, part)

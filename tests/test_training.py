@@ -1,20 +1,23 @@
 import csv
 import os
 import signal
+import sys
 
 import pytest
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.sampling import load_model, sample_checkpoint, sampler_arguments
 from ddpm.run_files import CSV_COLUMNS
-from ddpm.training import (Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts, lr_factor, train,
-                           training_step, warmup_ema)
+from ddpm.training import (EMA, Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts, lr_factor,
+                           train, training_step)
 from tests.conftest import DEVICES
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
+# inductor's C++ on the CPU: scalar kernels, and fewer fusions tried, compile several times faster, to the same maths
+FAST_INDUCTOR = {"cpp.vec_isa_ok": False, "max_fusion_buffer_group_pairwise_attempts": 4,
+                 "loop_ordering_after_fusion": False}
 
 
 def tiny(**overrides):
@@ -223,13 +226,14 @@ SWITCHES = {"amp": dict(amp="on"), "channels_last": dict(channels_last="on"), "d
 def switched(request, digits, tmp_path_factory):
     """One fast-path switch `on` on the CPU: an uninterrupted run, and one stopped by SIGTERM after step 5 and rerun.
 
-    Inductor generates scalar C++ kernels here: they compile several times faster than vectorised ones, and
-    what is checked (learning, exact resume, sampling) does not depend on the kernels' instruction set."""
+    Inductor generates scalar C++ kernels here and tries fewer fusions (FAST_INDUCTOR): they compile several times
+    faster, and what is checked (learning, exact resume, sampling) does not depend on the kernels' instruction set
+    or on which operations share a kernel."""
     from torch._inductor import config as inductor_config
 
     root = tmp_path_factory.mktemp(request.param)
     config = tiny(epochs=4, checkpoint_epochs=[2, 4], **SWITCHES[request.param])
-    with inductor_config.patch({"cpp.vec_isa_ok": False}):
+    with inductor_config.patch(FAST_INDUCTOR):
         stopped = interrupted(config, digits, root, "resumed", after_state=4)
         run(config, digits, root, "resumed")
         return request.param, run(config, digits, root, "uninterrupted"), root / "resumed", stopped
@@ -281,39 +285,60 @@ def test_switch_on_the_cpu_checkpoint_samples_also_in_bf16(switched):
     assert 0 < difference.mean() <= 0.5 and difference.max() <= 3, name  # measured: 0.1 to 0.14, and 1
 
 
-def test_a_training_step_makes_its_tensors_on_the_model_device(digits):
+def test_a_training_step_makes_its_tensors_on_the_model_device(digits, monkeypatch):
     """The meta device stands in for a GPU (as in test_diffusion.py): every tensor of a step, the batch, the loss,
-    the window's sum, the gradients, optimizer and EMA state, must be made on it, not on a default device."""
+    the window's sum, the gradients, the lr, optimizer and EMA state, must be made on it, not on a default device.
+    Without fused kernels there, Adam runs capturable, whose device check is told of meta. (SGD there would read its
+    tensor lr on the host: CUDA and the CPU have fused kernels.)"""
     meta = torch.device("meta")
-    for optimizer in ("adam", "sgd"):
+    adam = sys.modules[torch.optim.Adam.__module__]
+    monkeypatch.setattr(adam, "_get_capturable_supported_devices", lambda **_: ["meta"])
+    for optimizer in ("adam", "adamw"):
         config = tiny(optimizer=optimizer, channels_last="on", data_on_device="on", grad_clip=1.0)
         parts = build_parts(config, 1, 8, meta, total_steps=10)
         x = Batches(digits, config, meta, parts.memory_format)(0)
         window = LogWindow(meta, None, config.batch_size, 0, 10, 0.0)
-        loss, _ = training_step(parts, x, config.grad_clip)
+        loss, _ = training_step(parts, x, 0)
         window.add(loss)
         assert x.device == loss.device == window.loss_sum.device == meta
         assert x.is_contiguous(memory_format=torch.channels_last)
         tensors = [*parts.model.parameters(), *(p.grad for p in parts.model.parameters()), *parts.ema.module.parameters(),
-                   *(v for state in parts.optimizer.state.values() for k, v in state.items() if k != "step")]
+                   parts.lr, parts.ema.weight, *(v for state in parts.optimizer.state.values() for v in state.values())]
         assert all(t.device == meta for t in tensors)
+
+
+def test_the_lr_tensor_holds_each_steps_lr_and_the_csv_writes_it(digits):
+    """The optimizer reads its lr from one device tensor that every step overwrites from the schedule, and
+    training_step returns the lr that step used: the warmup's (k + 1) / 4 of lr at step k."""
+    config = tiny(warmup_steps=4, grad_clip=1.0)
+    parts = build_parts(config, 1, 8, torch.device("cpu"), total_steps=10)
+    batches = Batches(digits, config, torch.device("cpu"), parts.memory_format)
+    for step in range(5):
+        _, lr = training_step(parts, batches(step), step)
+        assert lr == config.lr * min(1.0, (step + 1) / 4)
+        assert all(group["lr"] is parts.lr for group in parts.optimizer.param_groups)
+        assert parts.lr.item() == pytest.approx(lr)
 
 
 def test_ema_warms_up_then_keeps_its_decay():
     """ema_n = d_n ema_{n-1} + (1 - d_n) w_n with d_n = min(decay, (1 + n) / (10 + n)), the first update a copy;
-    checked against the same recurrence in float64 over weights that change every step."""
+    checked against the same recurrence in float64 over weights that change every step. The buffers are copied."""
     decay = 0.95
-    weights = torch.nn.Parameter(torch.zeros(3))
-    ema = AveragedModel(torch.nn.ParameterList([weights]), multi_avg_fn=warmup_ema(decay), use_buffers=True)
-    expected = None
+    model = torch.nn.Linear(3, 1, bias=False)
+    model.register_buffer("counter", torch.zeros(1))
+    ema, expected = EMA(model, decay), None
     for n in range(300):  # the warm-up ends at n = 170, where (1 + n) / (10 + n) reaches 0.95
         with torch.no_grad():
-            weights.copy_(torch.tensor([n, -2.0 * n, n % 7], dtype=torch.float32))
-        ema.update_parameters(torch.nn.ParameterList([weights]))
-        w = weights.detach().double()
+            model.weight.copy_(torch.tensor([[n, -2.0 * n, n % 7]]))
+            model.counter.fill_(n)
+        ema.set_step(n)
+        ema.update()
+        w = model.weight.detach().double()
         d = min(decay, (1 + n) / (10 + n))
         expected = w.clone() if n == 0 else d * expected + (1 - d) * w
-        torch.testing.assert_close(ema.module[0].detach().double(), expected, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(ema.module.weight.double(), expected, rtol=1e-5, atol=1e-4)
+        assert ema.module.counter.item() == n
+    assert sorted(ema.module.state_dict()) == sorted(model.state_dict())  # a plain state dict of the model
 
 
 def test_tensorboard_gets_every_loss_row(digits, tmp_path):
