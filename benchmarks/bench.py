@@ -2,7 +2,6 @@
 
     python benchmarks/bench.py --device cuda --out results/bench.json                # CIFAR-shaped default
     python benchmarks/bench.py --device cuda --preset ddpm-cifar10 --out results/bench_ddpm.json  # the paper's UNet
-    python benchmarks/bench.py --device cuda --compile --out results/bench_compile.json
     python benchmarks/bench.py --device cpu --preset digits --threads 1 --steps 20 --repeats 7 \
         --sample-steps 10 --out results/bench_digits_cpu.json                        # about 2 minutes
     python benchmarks/bench.py --device cpu --threads 1 --steps 1 --repeats 3 --sample-steps 1 \
@@ -20,7 +19,13 @@ Sampling: `ddpm.sampling.generate` (bf16 on CUDA) with the ancestral sampler ove
 DDIM over `--ddim-steps`, at equal batch. With `--sample-steps K` only K reverse steps of each are timed
 and the time of a full run is extrapolated as (time of K steps) x (full steps) / K; the output says so.
 
-Every number is a median over `--repeats`, after warm-up. MFU = training FLOPs per image (forward +
+Batch size and compilation as levers: the project's training at each of `--batch-sizes` (default: the batch,
+twice and four times it), eager and with `compile: true` (`--modes`), one run each (its second epoch timed), with
+its MFU and peak GPU memory. On CUDA the best of them is held against the network's target (TARGETS) and DDIM
+against ancestral sampling against SAMPLING_TARGET; when one is missed, or with `--profile`, torch.profiler's
+table of the top kernels of the best configuration follows (by CUDA time; by CPU time on the CPU).
+
+Every other number is a median over `--repeats`, after warm-up. MFU = training FLOPs per image (forward +
 backward, counted by FlopCounterMode) x images/s / the GPU's dense bf16 peak; n/a off the table's GPUs.
 """
 
@@ -36,6 +41,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
@@ -46,7 +52,7 @@ from ddpm.files import atomic_write
 from ddpm.sampling import generate
 from ddpm.launch import use_fast_cuda_kernels
 from ddpm.models import build_model, resolve_device
-from ddpm.training import Batches, train
+from ddpm.training import Batches, build_parts, train, training_step
 
 PRESETS = {
     "cifar": dict(channels=3, image_size=32, hidden_size=128, batch_size=128, architecture="course"),  # the course model
@@ -57,6 +63,10 @@ ARCHITECTURES = ("course", "ddpm")
 # the DDPM paper's CIFAR-10 network (Ho et al. 2020, Appendix B) as TrainConfig fields, with `hidden_size` 128
 PAPER_UNET = dict(channel_mult=[1, 2, 2, 2], num_res_blocks=2, attention_resolutions=[16], dropout=0.1)
 PEAK_BF16_FLOPS = (("H100 SXM", 989e12), ("H100 80GB HBM3", 989e12), ("H200", 989e12), ("A100", 312e12))
+MODES = ("eager", "compiled")
+TARGETS = {"course": 10_000, "ddpm": 6_000}  # training images/s at bf16 on an H100 or H200, CIFAR-10 shapes
+SAMPLING_TARGET = 15  # DDIM over ancestral images/s, at the same batch
+PROFILED_STEPS = 10
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,16 +87,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loader-workers", type=int, default=0, help="baseline DataLoader workers")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the project's network")
+    parser.add_argument("--batch-sizes", type=_int_list, help="training batches, eager and compiled (default: the "
+                        "batch, twice and four times it)")
+    parser.add_argument("--modes", type=_mode_list, default=list(MODES), help="comma-separated: eager, compiled")
+    parser.add_argument("--profile", action="store_true", help="torch.profiler's top kernels of the best training "
+                        "configuration, also when the targets are met")
     args = parser.parse_args(argv)
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    args.batch_sizes = args.batch_sizes or [args.batch_size * k for k in (1, 2, 4)]
     if args.ddim_steps > args.num_timesteps:
         parser.error(f"--ddim-steps ({args.ddim_steps}) must not exceed --num-timesteps ({args.num_timesteps})")
-    if min(args.steps, args.repeats, args.ddim_steps, args.sample_steps or 1) < 1:
-        parser.error("--steps, --repeats, --ddim-steps and --sample-steps must be >= 1")
+    if min(args.steps, args.repeats, args.ddim_steps, args.sample_steps or 1, *args.batch_sizes) < 1:
+        parser.error("--steps, --repeats, --ddim-steps, --sample-steps and --batch-sizes must be >= 1")
     return args
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(value) for value in text.split(",")]
+
+
+def _mode_list(text: str) -> list[str]:
+    modes = [mode.strip() for mode in text.split(",")]
+    if not modes or not set(modes) <= set(MODES):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(MODES)}")
+    return modes
 
 
 def network_fields(architecture: str) -> dict:
@@ -95,15 +121,23 @@ def network_fields(architecture: str) -> dict:
     return {} if architecture == "course" else {"architecture": architecture, **PAPER_UNET}
 
 
-def project_config(args, device: torch.device) -> TrainConfig:
-    """TrainConfig defaults (EMA, auto amp/channels_last/data_on_device) at the benchmark's sizes and network.
+def project_config(args, device: torch.device, batch_size: int | None = None, mode: str = "eager") -> TrainConfig:
+    """TrainConfig defaults (EMA, auto amp/channels_last/data_on_device) at the benchmark's sizes and network,
+    compiled in mode "compiled".
 
-    AdamW with weight_decay 0 is Adam's update; make_optimizer fuses it."""
+    AdamW with weight_decay 0 is Adam's update; make_optimizer fuses it (eager) or lets inductor fuse it."""
     return TrainConfig(
-        hidden_size=args.hidden_size, num_timesteps=args.num_timesteps, batch_size=args.batch_size,
-        optimizer="adamw", epochs=2, device=device.type, compile=args.compile,
+        hidden_size=args.hidden_size, num_timesteps=args.num_timesteps, batch_size=batch_size or args.batch_size,
+        optimizer="adamw", epochs=2, device=device.type, compile=mode == "compiled",
         log_every=args.steps, state_every=2 * args.steps + 1, **network_fields(args.architecture),
     )
+
+
+def synthetic_images(args, batch_size: int) -> torch.Tensor:
+    """`--steps` batches of seeded uint8 noise images: one epoch."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (args.steps * batch_size, args.channels, args.image_size, args.image_size),
+                         dtype=torch.uint8, generator=generator)
 
 
 # ---------------------------------------------------------------- timing
@@ -262,6 +296,49 @@ def bench_sampling(args, config: TrainConfig, device: torch.device) -> dict:
     return result
 
 
+def bench_levers(args, device: torch.device, flops_per_image: float, peak: float | None) -> list[dict]:
+    """The project's training at each batch size, eager and compiled: images/s of one run's second epoch, MFU, peak
+    GPU memory."""
+    rows = []
+    for mode in args.modes:
+        for batch_size in args.batch_sizes:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            rate = project_train_images_per_second(project_config(args, device, batch_size, mode),
+                                                   synthetic_images(args, batch_size))
+            memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+            rows.append({"mode": mode, "batch_size": batch_size, "images_per_second": rate,
+                         "mfu": flops_per_image * rate / peak if peak else None, "peak_memory_bytes": memory})
+    return rows
+
+
+def check_targets(args, device: torch.device, levers: list[dict], sampling: dict) -> dict:
+    """The best training row against TARGETS and the sampling ratio against SAMPLING_TARGET; judged on CUDA only."""
+    best = max(levers, key=lambda row: row["images_per_second"])
+    training_met = sampling_met = None
+    if device.type == "cuda":
+        training_met = best["images_per_second"] >= TARGETS[args.architecture]
+        sampling_met = sampling["ratio"] >= SAMPLING_TARGET
+    return {"training_target": TARGETS[args.architecture], "best": best, "training_met": training_met,
+            "sampling_target": SAMPLING_TARGET, "sampling_met": sampling_met}
+
+
+def profile_training(config: TrainConfig, images: torch.Tensor, device: torch.device) -> str:
+    """torch.profiler's table of the top kernels over PROFILED_STEPS training steps after 3 warm-up ones (compiling,
+    recording CUDA graphs), by CUDA time on a GPU, by CPU time on the CPU."""
+    cuda = device.type == "cuda"
+    with training_process_flags(device):
+        parts = build_parts(config, images.shape[1], images.shape[-1], device, total_steps=PROFILED_STEPS + 3)
+        batches = Batches(images, config, device, parts.memory_format)
+        for step in range(3):
+            training_step(parts, batches(step), step)
+        with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as profiler:
+            for step in range(3, PROFILED_STEPS + 3):
+                training_step(parts, batches(step), step)
+            synchronize(device)
+    return profiler.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=15)
+
+
 def train_flops_per_image(args, config: TrainConfig) -> float:
     """Matmul and convolution FLOPs of one training forward + backward, per image (batch of 2 on the CPU)."""
     model = build_model(config, args.channels, args.image_size)
@@ -318,7 +395,31 @@ def format_table(results: dict) -> str:
     for row in rows:
         cells = [cell if isinstance(cell, str) else fmt(cell) for cell in row]
         lines.append(f"{cells[0]:<52}{cells[1]:>14}{cells[2]:>16}{cells[3]:>8}")
+    lines.append(f"{'training, the levers: mode':<30}{'batch':>8}{'images/s':>14}{'MFU':>8}{'peak GPU GiB':>14}")
+    for row in results["levers"]:
+        mfu = "n/a" if row["mfu"] is None else f"{row['mfu']:.1%}"
+        memory = "n/a" if row["peak_memory_bytes"] is None else f"{row['peak_memory_bytes'] / 2**30:.2f}"
+        lines.append(f"{row['mode']:<30}{row['batch_size']:>8}{fmt(row['images_per_second']):>14}{mfu:>8}{memory:>14}")
+    lines += target_lines(results["targets"], sampling)
+    if results["profile"]:
+        best = results["targets"]["best"]
+        lines += [f"torch.profiler, {best['mode']} at batch {best['batch_size']}, {PROFILED_STEPS} steps:", results["profile"]]
     return "\n".join(lines)
+
+
+def target_lines(targets: dict, sampling: dict) -> list[str]:
+    """One line per target: met, MISSED, or not judged (off CUDA)."""
+    def verdict(met):
+        return "not judged off CUDA" if met is None else "met" if met else "MISSED"
+
+    best = targets["best"]
+    mfu = "" if best["mfu"] is None else f", MFU {best['mfu']:.1%}"
+    return [f"target: training >= {targets['training_target']:,} images/s: best {fmt(best['images_per_second'])} "
+            f"({best['mode']}, batch {best['batch_size']}{mfu}): {verdict(targets['training_met'])}",
+            f"target: DDIM-{sampling['ddim']['steps']} >= {targets['sampling_target']}x ancestral-"
+            f"{sampling['ancestral']['steps']}: {sampling['ratio']:.3g}x: {verdict(targets['sampling_met'])}"]
+
+
 
 
 def print_table(results: dict) -> None:
@@ -333,9 +434,7 @@ def main(argv=None) -> dict:
     config = project_config(args, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (args.steps * args.batch_size, args.channels, args.image_size, args.image_size),
-                           dtype=torch.uint8, generator=generator)
+    images = synthetic_images(args, args.batch_size)
     flops_per_image, peak = train_flops_per_image(args, config), peak_flops(device)
     results = {
         "device": {"type": device.type, "name": device_name(device), "torch": torch.__version__,
@@ -350,6 +449,13 @@ def main(argv=None) -> dict:
     results["flops"] = {"train_flops_per_image": flops_per_image, "project_mfu": mfu["project"],
                         "baseline_mfu": mfu["baseline"]}
     results["device"]["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    results["levers"] = bench_levers(args, device, flops_per_image, peak)
+    results["targets"] = check_targets(args, device, results["levers"], results["sampling"])
+    missed = False in (results["targets"]["training_met"], results["targets"]["sampling_met"])
+    best, results["profile"] = results["targets"]["best"], None
+    if args.profile or missed:
+        results["profile"] = profile_training(project_config(args, device, best["batch_size"], best["mode"]),
+                                              synthetic_images(args, best["batch_size"]), device)
     print_table(results)
     write_json(results, args.out)
     return results

