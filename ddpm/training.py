@@ -267,11 +267,11 @@ def training_step(parts: Parts, x: torch.Tensor, step: int, t: torch.Tensor | No
     parts.lr.fill_(lr)
     if parts.ema is not None:
         parts.ema.set_step(step)
+    parts.optimizer.zero_grad(set_to_none=True)  # before a graph replay may reuse the old gradients' memory
     if parts.cuda_graphs:
         torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten now
     with parts.autocast:
         loss = parts.forward(x, t, noise)
-    parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     parts.update()
     return loss.detach(), lr
