@@ -61,7 +61,7 @@ class TrainConfig:
     data_on_device: str = "auto"  # keep the uint8 dataset on the GPU
     amp: str = "auto"  # bf16 autocast (CUDA)
     channels_last: str = "auto"  # NHWC memory format (CUDA)
-    compile: bool = False  # torch.compile the network
+    compile: bool = False  # torch.compile the training step (forward and loss; clipping, optimizer and EMA)
     log_every: int = 1  # steps between loss syncs and CSV rows
     # checkpoints and resume
     checkpoint_epochs: list[int] = field(default_factory=list)
