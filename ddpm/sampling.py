@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("argument --eta: applies to --sampler ddim only")
     if not 0 <= args.eta <= 1:
         parser.error(f"argument --eta: must be in [0, 1], got {args.eta}")
-    steps = None if args.sampler == "ancestral" else args.steps or DEFAULT_STEPS
-    try:
-        images = sample_checkpoint(args.checkpoint, args.num_samples, steps, args.seed, args.batch_size, args.device,
+    try:  # without --steps, DiffusionModel.sample's default for the samplers that take steps
+        images = sample_checkpoint(args.checkpoint, args.num_samples, args.steps, args.seed, args.batch_size, args.device,
                                    eta=args.eta, sampler=args.sampler)
     except CheckpointError as error:
         parser.error(f"argument checkpoint: {error}")
