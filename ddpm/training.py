@@ -313,7 +313,8 @@ class LogWindow:
     def write_row(self, step: int, epoch: int, mean_loss: float, lr: float) -> None:
         images_per_second = self.steps * self.batch_size / self.seconds
         if self.loss_log is not None:
-            self.loss_log.append(step, epoch, repr(mean_loss), repr(lr), f"{images_per_second:.1f}", f"{self.elapsed:.3f}")
+            self.loss_log.append(step, epoch, repr(mean_loss), repr(lr), f"{images_per_second:.1f}",
+                                 f"{self.elapsed:.6f}")  # microseconds: the summary sums images over these windows
             self.progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}", epoch=epoch)
             self.progress.update(self.steps)
         if self.tensorboard is not None:
