@@ -214,8 +214,8 @@ def baseline_loader_epoch(loader, device: torch.device) -> None:
 def project_train_images_per_second(config: TrainConfig, images: torch.Tensor) -> float:
     """images/s of the second (timed) epoch of a real two-epoch train() run, from its loss CSV.
 
-    One CSV row per epoch; the epoch's seconds are the difference of the elapsed_seconds column (1 ms
-    resolution), finer than its images_per_second column (0.1 images/s) when a CPU manages a few images/s."""
+    One CSV row per epoch; the epoch's seconds are the difference of the elapsed_seconds column (to the
+    microsecond), finer than its images_per_second column (0.1 images/s) when a CPU manages a few images/s."""
     with tempfile.TemporaryDirectory() as tmp, training_process_flags(resolve_device(config.device)):
         train(config, images, Path(tmp) / "run", Path(tmp) / "state", log=lambda message: None)
         with (Path(tmp) / "run" / "losses.csv").open(newline="") as f:

@@ -11,8 +11,9 @@ generated (g) images, in float64 (`frechet_distance`). The features come from on
 
 Beside FID, in the same feature space: improved precision and recall (Kynkäänniemi et al. 2019, k = 3), whether
 the samples lie on the data's manifold and the data on the samples', each estimated as a union of k-NN balls. And
-in pixel space, the memorisation rate: the share of samples that copy a training image (Carlini et al. 2023,
-Yoon et al. 2023: the nearest training image closer than a third of the distance to the second nearest).
+in pixel space, the memorisation rate: the share of samples that copy a training image by the criterion of Yoon
+et al. 2023, used again by Gu et al. 2023: the nearest training image closer than a third of the distance to the
+second nearest.
 
 Scores are comparable only with the same extractor, reference set and number of generated images.
 """
@@ -261,7 +262,7 @@ def precision_recall(real: torch.Tensor, generated: torch.Tensor, k: int = PR_NE
 def memorisation_rate(samples: torch.Tensor, training: torch.Tensor, ratio: float = COPY_RATIO) -> float:
     """The share of uint8 `samples` (N, C, H, W) that copy a training image (uint8 (M, C, H, W), M >= 2): in pixel
     space (uint8 values as floats, flattened, L2), the nearest training image is closer than 1/`ratio` of the
-    distance to the second nearest (Carlini et al. 2023, Yoon et al. 2023). Computed on `samples`' device, in
+    distance to the second nearest (Yoon et al. 2023; Gu et al. 2023). Computed on `samples`' device, in
     blocks."""
     if samples.shape[1:] != training.shape[1:]:
         raise ValueError(f"samples {tuple(samples.shape[1:])} and training images {tuple(training.shape[1:])} "

@@ -1,6 +1,6 @@
 # FID of each run's samples against the dataset (ddpm.metrics; Heusel et al. 2017), and beside it, in the same feature
 # space, improved precision and recall (Kynkäänniemi et al. 2019), and in pixel space the memorisation rate against the
-# training images (Carlini et al. 2023, Yoon et al. 2023).
+# training images (the criterion of Yoon et al. 2023).
 # config["evaluation"]: extractor ("classifier": a small CNN trained once on the dataset's labels, or "inception":
 # the standard FID InceptionV3) and num_reference (how many dataset images the reference statistics use; null: all).
 # Uses DATA, GPUS and RUNS from rules/common.smk; conda: and script: paths are relative to this file.
