@@ -3,6 +3,7 @@ what was given. Also the allowed values of every choice, each list written once,
 accepts, checked without torch so that the workflow refuses a network it cannot build before any job starts.
 """
 
+import numbers
 import operator
 
 ARCHITECTURES = ("course", "ddpm")  # ddpm.unet.UNet, ddpm.ddpm_unet.DDPMUNet
@@ -16,6 +17,8 @@ SAMPLERS = ("ancestral", "ddim", "dpm_solver", "dpm_solver_sde")
 PREDICTIONS = ("eps", "v", "x0")  # what the network predicts
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 EXTRACTORS = ("classifier", "inception")
+# what the evaluate job scores per draw (ddpm.metrics.score_draw), in the metric rows' order
+METRICS = ("fid", "fid_balanced", "class_mix_error", "precision", "recall", "memorisation")
 
 COURSE_GROUPS = 8  # GroupNorm groups in every block of the course UNet
 COURSE_IMAGE_SIZES = tuple(2**k for k in range(3, 9))  # 8, 16, ..., 256
@@ -37,6 +40,13 @@ def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int
         allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
     return integer
+
+
+def check_betas(beta1, beta2) -> None:
+    """The linear schedule's beta_1 and beta_T (Ho et al. 2020: 1e-4 and 0.02)."""
+    real = all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in (beta1, beta2))
+    if not (real and 0.0 < beta1 < beta2 < 1.0):
+        raise ValueError(f"beta1 and beta2 must satisfy 0 < beta1 < beta2 < 1, got {beta1!r}, {beta2!r}")
 
 
 def _is_int(value) -> bool:

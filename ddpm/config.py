@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from ddpm.checks import (ARCHITECTURES, AUTO_SWITCH, DEVICES, LOSS_WEIGHTINGS, LR_SCHEDULES, OPTIMIZERS, PREDICTIONS,
-                         SCHEDULES, check_choice, check_course_unet, check_int, check_positive)
+                         SCHEDULES, check_betas, check_choice, check_course_unet, check_int, check_positive)
 
 # each field that takes one of a list of values, and that list
 CHOICES = {"architecture": ARCHITECTURES, "schedule": SCHEDULES, "prediction": PREDICTIONS,
@@ -88,8 +88,7 @@ class TrainConfig:
                              "trains on an equal share of the global batch")
         check_positive("lr", self.lr)
         check_positive("min_snr_gamma", self.min_snr_gamma)
-        if not (0.0 < self.beta1 < self.beta2 < 1.0):
-            raise ValueError(f"beta1 and beta2 must satisfy 0 < beta1 < beta2 < 1, got {self.beta1!r}, {self.beta2!r}")
+        check_betas(self.beta1, self.beta2)
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 <= self.momentum < 1:

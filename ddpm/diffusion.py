@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ddpm.checks import (LOSS_WEIGHTINGS, PREDICTIONS, SAMPLERS, SCHEDULES, check_choice, check_int,
-                         check_positive)
+from ddpm.checks import (LOSS_WEIGHTINGS, PREDICTIONS, SAMPLERS, SCHEDULES, check_betas, check_choice,
+                         check_int, check_positive)
 
 COSINE_OFFSET = 0.008  # s of Nichol & Dhariwal 2021, eq. 17
 MAX_BETA = 0.999  # their clip on beta_t near t = T, where alpha_bar_t / alpha_bar_{t-1} goes to 0
@@ -45,8 +45,8 @@ def get_schedules(
     """
     num_timesteps = check_int("num_timesteps", num_timesteps, minimum=1)
     check_choice("schedule", schedule, SCHEDULES)
-    if schedule == "linear" and not (0.0 < beta1 < beta2 < 1.0):
-        raise ValueError(f"betas must satisfy 0 < beta1 < beta2 < 1, got ({beta1!r}, {beta2!r})")
+    if schedule == "linear":
+        check_betas(beta1, beta2)
     betas = _betas(beta1, beta2, num_timesteps, schedule)
     alphas = 1 - betas
     alphas_cumprod = torch.cumprod(alphas, dim=0)
@@ -90,6 +90,10 @@ class DiffusionModel(nn.Module):
     The network predicts `prediction`: "eps", the noise (Ho et al. 2020); "v" = sqrt(alpha_bar_t) eps -
     sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022, section 4); or "x0", the data. It keeps the homework's name,
     `eps_model`, whatever it predicts. `loss_weighting` weighs each timestep's squared error (see loss_weights).
+
+    The schedule tensors and loss weights are functions of the constructor's arguments: buffers that follow
+    .to(device) but stay out of the state dict, rebuilt from the config on load (a checkpoint that holds them,
+    from before, loads with them ignored).
     """
 
     def __init__(
@@ -110,11 +114,19 @@ class DiffusionModel(nn.Module):
         self.betas = tuple(betas)
         self.schedule, self.prediction, self.loss_weighting = schedule, prediction, loss_weighting
         for name, value in get_schedules(*self.betas, num_timesteps, schedule=schedule).items():
-            self.register_buffer(name, value)  # buffers follow .to(device)
+            self.register_buffer(name, value, persistent=False)
         self.num_timesteps = len(self.alphas) - 1  # T, a plain int even when given as a NumPy integer
         alphas_cumprod = torch.cumprod(1 - _betas(*self.betas, self.num_timesteps, schedule), dim=0)
+        self.alphas_cumprod_float64 = alphas_cumprod.tolist()  # alpha_bar_t as Python floats, for DDIM's step
         weights = loss_weights(alphas_cumprod, prediction, loss_weighting, min_snr_gamma)
-        self.register_buffer("loss_weights", weights.float(), persistent=False)  # rebuilt from the config
+        self.register_buffer("loss_weights", weights.float(), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        """Ignore the schedule tensors that checkpoints saved before they left the state dict: the config's own,
+        computed at construction, stay."""
+        for name, _ in self.named_buffers(recurse=False):
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Ho et al. eq. 4)."""
@@ -233,10 +245,12 @@ class DiffusionModel(nn.Module):
         for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
             # 1. predict noise, and from it x_0 (clipped, see _predict)
             eps, x0 = self._predict(x, t)
-            # 2. move to the previous timestep: the direction to x_t, plus fresh noise when eta > 0
-            alpha_bar, alpha_bar_prev = self.alphas_cumprod[t], self.alphas_cumprod[t_prev]
-            sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
-            x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
+            # 2. move to the previous timestep: the direction to x_t, plus fresh noise when eta > 0; the coefficients
+            # in float64, where 1 - alpha_bar_prev - sigma^2 does not cancel to 0 (it is 7.7e-8 at the first of 10
+            # cosine steps with eta = 1, t = 1000 -> 889)
+            alpha_bar, alpha_bar_prev = self.alphas_cumprod_float64[t], self.alphas_cumprod_float64[t_prev]
+            sigma = eta * math.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
+            x = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0)) * eps
             if eta > 0 and t_prev > 0:
                 x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
         return x

@@ -125,9 +125,41 @@ def test_cosine_schedule_does_not_use_the_betas():
     torch.testing.assert_close(model.alphas_cumprod, other.alphas_cumprod, rtol=0, atol=0)
 
 
-def test_schedules_are_buffers_in_the_state_dict():
-    model = DiffusionModel(Recorder(), num_timesteps=10)
-    assert {"sqrt_alphas_cumprod", "sqrt_one_minus_alpha_prod"} <= set(model.state_dict())
+def test_schedules_are_buffers_rebuilt_from_the_config_not_saved():
+    """They follow .to(device) like the loss weights, and a checkpoint holds only the network's weights."""
+    model = DiffusionModel(Recorder(), num_timesteps=10, loss_weighting="min_snr")
+    buffers = {name for name, _ in model.named_buffers(recurse=False)}
+    assert buffers == set(get_schedules(1e-4, 0.02, 10)) | {"loss_weights"}
+    assert set(model.state_dict()) == {"eps_model.anchor"}
+    assert model.to("meta").alphas_cumprod.device.type == "meta"
+
+
+@pytest.mark.parametrize("keep_ema", [False, True])
+def test_a_checkpoint_with_saved_schedules_loads_with_the_ones_the_config_computes(tmp_path, keep_ema):
+    """A checkpoint written when the schedules were in the state dict, by an older computation of them (here 1 %
+    off), loads with the schedules and loss weights of its config as computed now, and its weights."""
+    from ddpm.checkpoint import save_checkpoint
+    from ddpm.config import TrainConfig
+    from ddpm.models import build_model
+    from ddpm.sampling import load_model
+
+    config = TrainConfig(hidden_size=8, num_timesteps=20, schedule="cosine", prediction="x0",
+                         loss_weighting="min_snr", ema_decay=0.9 if keep_ema else None)
+    torch.manual_seed(0)
+    trained = build_model(config, 1, 8)
+    old = {**trained.state_dict(), **{name: value * 1.01 for name, value in
+                                      get_schedules(1e-4, 0.02, 20, schedule="cosine").items()}}
+    path = save_checkpoint({"config": config.to_dict(), "channels": 1, "image_size": 8, "epoch": 1, "step": 10,
+                            "model": old, "ema": old if keep_ema else None}, tmp_path / "epoch_1.pt")
+
+    model = load_model(path)
+    for name, value in get_schedules(1e-4, 0.02, 20, schedule="cosine").items():
+        torch.testing.assert_close(getattr(model, name), value, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(model.loss_weights, trained.loss_weights, rtol=0, atol=0)
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # keys that are not schedules are still refused
+        build_model(config, 1, 8).load_state_dict({**old, "unknown": torch.zeros(1)})
 
 
 def test_q_sample_uses_sqrt_one_minus_alpha_bar():

@@ -142,3 +142,31 @@ def test_min_snr_gamma_applies_only_to_min_snr():
     assert TrainConfig(min_snr_gamma=2.0).training_identity() == TrainConfig().training_identity()
     min_snr = TrainConfig(loss_weighting="min_snr")
     assert TrainConfig(loss_weighting="min_snr", min_snr_gamma=2.0).training_identity() != min_snr.training_identity()
+
+
+def test_ddim_with_eta_one_moves_along_eps_where_float32_would_cancel_it():
+    """At the first of 10 cosine steps (t = 1000 -> 889) with eta = 1, eq. 12's coefficient of eps,
+    sqrt(1 - alpha_bar_prev - sigma^2) = 2.78e-4, is the square root of a difference of two terms near 0.97 that
+    float32 rounds to 0. Every x the network sees matches a float64 replay of the chain (an x0 predictor of one
+    point, so that no division by sqrt(alpha_bar_T) ~ 5e-5 magnifies float32 rounding)."""
+    point = torch.linspace(-0.9, 0.9, 4).reshape(1, 2, 2)
+    alpha_bar = reference_alphas_cumprod("cosine", T)
+    recorder = Recorder()
+    oracle = TargetOracle(point, alpha_bar, "x0")
+    recorder.forward = lambda x, t: (recorder.calls.append((x.clone(), t.clone())), oracle(x, t))[1]
+    model = DiffusionModel(recorder, num_timesteps=T, schedule="cosine", prediction="x0")
+    model.sample(64, (1, 2, 2), "cpu", steps=10, eta=1.0, generator=torch.Generator().manual_seed(0))
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 2, 2, generator=generator).double()  # x_T
+    timesteps = [1000, 889, 778, 667, 556, 445, 334, 223, 112, 1]
+    assert [round(t[0].item() * T) for _, t in recorder.calls] == timesteps
+    for (seen, _), t, t_prev in zip(recorder.calls, timesteps, timesteps[1:]):
+        torch.testing.assert_close(seen.double(), x, atol=1e-5, rtol=0)
+        a, a_prev = alpha_bar[t], alpha_bar[t_prev]
+        eps = (x - np.sqrt(a) * point.double()) / np.sqrt(1 - a)
+        sigma = np.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))  # eq. 16 with eta = 1
+        coefficient = np.sqrt((1 - a_prev) ** 2 * a / (a_prev * (1 - a)))  # 1 - a_prev - sigma^2 in closed form
+        if t == T:
+            assert coefficient == pytest.approx(2.78e-4, rel=1e-3)
+        x = np.sqrt(a_prev) * point.double() + coefficient * eps + sigma * torch.randn(x.shape, generator=generator).double()
