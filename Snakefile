@@ -10,7 +10,7 @@ seeds, plot and report.
 import os
 import sys
 
-from snakemake.utils import min_version, update_config, validate
+from snakemake.utils import min_version, update_config
 
 min_version("9.0")
 
@@ -20,6 +20,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
 )
 sys.path.insert(0, workflow.basedir)
+from ddpm.checks import check_workflow_config
 from ddpm.experiments import (
     check_numbers_read_as_text,
     check_renamed_fields,
@@ -40,7 +41,7 @@ if not workflow.overwrite_configfiles:
 update_config(config, yaml_config_overrides(workflow.config_settings.config_args))
 check_numbers_read_as_text(config)
 check_renamed_fields(config)
-validate(config, "config/schema.yaml")
+check_workflow_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"))
 
 
 report: "report/workflow.rst"

@@ -1,8 +1,12 @@
 """Checks of single config values, one convention for all: a ValueError that names the field, what is allowed and
 what was given. Also the allowed values of every choice, each list written once, and the arguments each network
 accepts, checked without torch so that the workflow refuses a network it cannot build before any job starts.
+And the workflow config against its JSON schema, each problem one line: where it is, what is allowed, and the
+closest valid name.
 """
 
+import copy
+import difflib
 import numbers
 import operator
 
@@ -94,3 +98,60 @@ def check_ddpm_unet(hidden_size, image_size, channel_mult, num_res_blocks, atten
     check_int("num_res_blocks", num_res_blocks, minimum=1)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+
+
+def check_workflow_config(config: dict, schema_path) -> None:
+    """Validate the workflow config against the JSON schema at `schema_path` (config/schema.yaml), filling in the
+    schema's defaults in place; one ValueError for all problems, one line each, e.g. "experiments.base.hiden_size
+    is not a known field (did you mean hidden_size?); allowed: ...". jsonschema and yaml are imported here only."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    validator = _filling_defaults(jsonschema.validators.validator_for(schema))(schema)
+    problems = sorted(problem for error in validator.iter_errors(config) for problem in _schema_problems(error))
+    if problems:
+        raise ValueError("\n".join(line for _, line in problems))
+
+
+def _filling_defaults(validator_class):
+    """`validator_class` that also sets each missing property of an object to its schema `default`."""
+    import jsonschema
+
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, properties, instance, schema):
+        if validator.is_type(instance, "object"):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+def _schema_problems(error) -> list[tuple[list[str], str]]:
+    """(the field's path, one line) for each problem of a jsonschema ValidationError: an unknown field (one per
+    name, with the allowed names and the closest of them), or jsonschema's message after the path (with the closest
+    allowed value)."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = [str(name) for name in error.instance if name not in allowed]
+        return [([*map(str, path), name], f"{_dotted([*path, name])} is not a known field{_closest(name, allowed)}; "
+                 f"allowed: {', '.join(allowed)}") for name in unknown]
+    message = error.message
+    if error.validator == "enum" and isinstance(error.instance, str):
+        message += _closest(error.instance, [str(value) for value in error.validator_value])
+    return [([*map(str, path)], f"{_dotted(path) or 'the config'}: {message}")]
+
+
+def _dotted(path: list) -> str:
+    """experiments.base.lr, seeds[0]"""
+    return "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in path).lstrip(".")
+
+
+def _closest(name: str, allowed: list[str]) -> str:
+    matches = difflib.get_close_matches(name, allowed, n=1)
+    return f" (did you mean {matches[0]}?)" if matches else ""

@@ -1,14 +1,14 @@
 """The config of one run (ddpm.config.TrainConfig), the schema, and their agreement with the README."""
 
-import re
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
+from ddpm.checks import check_workflow_config
 from ddpm.config import TrainConfig
+from tests.workflow import finish, start_snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -102,41 +102,84 @@ def tiny(**changes) -> dict:
                                     yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
                                     yaml.safe_load((ROOT / "config" / "cifar10.yaml").read_text())])
 def test_schema_accepts_the_shipped_configs_and_empty_experiments(config):
-    validate(config, SCHEMA)
+    check_workflow_config(config, SCHEMA)
 
 
-@pytest.mark.parametrize("change, messages", [
-    ({"experiments": {"base": {"ema_decay": 1}}},
-     ["1 is greater than or equal to the maximum of 1", "On instance['experiments']['base']['ema_decay']"]),
-    ({"experiments": {"base": {"learning_rate": 0.1}}},
-     ["'learning_rate' was unexpected", "On instance['experiments']['base']"]),
+def test_schema_defaults_are_filled_in():
+    config = tiny(sampling={"sampler": "ddim"})
+    del config["evaluation"]
+    check_workflow_config(config, SCHEMA)
+    assert config["tensorboard"] is False and config["evaluation"] == {"extractor": "classifier", "num_reference": None}
+    assert (config["sampling"]["sampler"], config["sampling"]["steps"], config["sampling"]["eta"]) == ("ddim", 50, 0)
+
+
+def schema_errors(config: dict) -> list[str]:
+    """The lines of the error check_workflow_config raises for `config`."""
+    with pytest.raises(ValueError) as error:
+        check_workflow_config(config, SCHEMA)
+    return str(error.value).splitlines()
+
+
+# the fields an experiment (or defaults) may have, as the error lists them
+HYPERPARAMETERS = ", ".join(sorted(f.name for f in dataclasses.fields(TrainConfig) if f.name != "checkpoint_epochs"))
+
+
+@pytest.mark.parametrize("change, line", [
+    ({"experiments": {"ddpm": {"hiden_size": 16}}},
+     f"experiments.ddpm.hiden_size is not a known field (did you mean hidden_size?); allowed: {HYPERPARAMETERS}"),
+    ({"defaults": {"num_workers": 0}}, f"defaults.num_workers is not a known field; allowed: {HYPERPARAMETERS}"),
+    ({"sample_epoch": [1]}, "sample_epoch is not a known field (did you mean sample_epochs?); allowed: dataset, "
+                            "defaults, evaluation, experiments, sample_epochs, sampling, seeds, sweep, tensorboard"),
+    ({"evaluation": {"extractr": "inception"}}, "evaluation.extractr is not a known field (did you mean extractor?); "
+                                                "allowed: extractor, num_reference"),
+    ({"experiments": {"base": {"ema_decay": 1}}}, "experiments.base.ema_decay: 1 is greater than or equal to the "
+                                                  "maximum of 1"),
     ({"experiments": {"base": {"architecture": "resnet"}}},
-     ["'resnet' is not one of ['course', 'ddpm']", "On instance['experiments']['base']['architecture']"]),
-    ({"defaults": {"num_workers": 0}}, ["'num_workers' was unexpected", "On instance['defaults']"]),
-    ({"defaults": {"schedule": "quadratic"}}, ["'quadratic' is not one of ['linear', 'cosine']"]),
-    ({"sampling": {"num_samples": 1}}, ["1 is less than the minimum of 2", "On instance['sampling']['num_samples']"]),
-    ({"sampling": {"eta": 1.5}}, ["1.5 is greater than the maximum of 1", "On instance['sampling']['eta']"]),
-    ({"defaults": {"lr_schedule": "step"}}, ["'step' is not one of ['constant', 'cosine']",
-                                             "On instance['defaults']['lr_schedule']"]),
+     "experiments.base.architecture: 'resnet' is not one of ['course', 'ddpm']"),
+    ({"defaults": {"schedule": "cosin"}},
+     "defaults.schedule: 'cosin' is not one of ['linear', 'cosine'] (did you mean cosine?)"),
+    ({"defaults": {"lr_schedule": "step"}}, "defaults.lr_schedule: 'step' is not one of ['constant', 'cosine']"),
+    ({"defaults": {"batch_size": "many"}}, "defaults.batch_size: 'many' is not of type 'integer'"),
+    ({"sampling": {"num_samples": 1}}, "sampling.num_samples: 1 is less than the minimum of 2"),
+    ({"sampling": {"eta": 1.5}}, "sampling.eta: 1.5 is greater than the maximum of 1"),
+    ({"sample_epochs": [1, "2"]}, "sample_epochs[1]: '2' is not of type 'integer'"),
+    ({"dataset": {"name": "folder", "path": "images"}}, "dataset: 'image_size' is a required property"),
+    ({"seeds": [0, 0]}, "seeds: [0, 0] has non-unique elements"),
+    ({"seeds": [-1]}, "seeds[0]: -1 is less than the minimum of 0"),
+    ({"seeds": []}, "seeds: [] should be non-empty"),
+    ({"sweep": {"lr": 0.1}}, "sweep.lr: 0.1 is not of type 'array'"),
+    ({"sweep": [0.1]}, "sweep: [0.1] is not of type 'object', 'null'"),
 ])
-def test_schema_errors_name_the_section_the_field_and_what_is_allowed(change, messages):
-    with pytest.raises(WorkflowError) as error:
-        validate(tiny(**change), SCHEMA)
-    for message in messages:
-        assert message in str(error.value), str(error.value)
+def test_each_schema_error_is_one_line_naming_the_field_and_what_is_allowed(change, line):
+    assert schema_errors(tiny(**change)) == [line]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"seeds": [0, 0]}, "[0, 0] has non-unique elements"),
-    ({"seeds": [-1]}, "-1 is less than the minimum of 0"),
-    ({"seeds": []}, "[] should be non-empty"),
-    ({"sweep": {"lr": 0.1}}, "0.1 is not of type 'array'"),
-    ({"sweep": [0.1]}, "[0.1] is not of type 'object'"),
+def test_every_problem_is_one_line_in_the_order_of_the_fields():
+    config = tiny(defaults={"learning_rat": 0.1, "optimizer": "adamm"}, sampling={"eta": -1}, typo=1)
+    assert [line.split(" ")[0] for line in schema_errors(config)] == \
+        ["defaults.learning_rat", "defaults.optimizer:", "sampling.eta:", "typo"]
+    assert "(did you mean adam?)" in schema_errors(config)[1]
+
+
+def test_the_schema_accepts_seeds_and_a_sweep():
+    check_workflow_config(tiny(seeds=[0, 1], sweep={"lr": [1e-4, 2e-4], "batch_size": [64]}), SCHEMA)
+
+
+@pytest.mark.parametrize("change, line", [
+    ({"experiments": {"base": {"hiden_size": 16}}}, "experiments.base.hiden_size is not a known field (did you "
+                                                    "mean hidden_size?); allowed: "),
+    ({"sample_epoch": [1]}, "sample_epoch is not a known field (did you mean sample_epochs?); allowed: "),
 ])
-def test_schema_checks_the_shape_of_seeds_and_sweep(change, message):
-    with pytest.raises(WorkflowError, match=re.escape(message)):
-        validate(tiny(**change), SCHEMA)
-    validate(tiny(seeds=[0, 1], sweep={"lr": [1e-4, 2e-4], "batch_size": [64]}), SCHEMA)
+def test_a_misspelled_field_stops_the_workflow_with_one_line(tmp_path, change, line):
+    """Through snakemake itself: the error is the one line (after snakemake's header and the two lines of where it
+    was raised), not Snakemake's schema dump of over a hundred lines, and no job starts."""
+    result = finish(start_snakemake(tmp_path, "--dry-run", config=tiny(**change)), timeout=120)
+    assert result.returncode != 0
+    lines = result.output.splitlines()
+    problems = [text for text in lines if "not a known field" in text]
+    assert len(problems) == 1 and problems[0].startswith(line), result.output
+    assert len(lines) <= 7, result.output
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
 
 
 def schema_enum(schema: dict, prop: dict) -> list | None:
@@ -190,5 +233,5 @@ def test_the_dataclass_the_schema_and_the_readme_define_the_same_fields():
     assert sections["dataset"]["properties"]["name"]["enum"] == list(DATASETS)
     assert sections["sampling"]["properties"]["sampler"]["enum"] == list(SAMPLERS)
     assert sections["evaluation"]["properties"]["extractor"]["enum"] == list(EXTRACTORS)
-    validate(tiny(defaults=defaults), SCHEMA)  # every default is a value the schema accepts
+    check_workflow_config(tiny(defaults=defaults), SCHEMA)  # every default is a value the schema accepts
     assert readme_field_defaults() == defaults

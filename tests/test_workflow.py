@@ -282,7 +282,7 @@ BAD_CONFIGS = [
      "sampling.num_samples_early (16) is larger than sampling.num_samples (8)"),
     ("unknown optimizer", {"defaults": {"optimizer": "rmsprop"}}, "'rmsprop' is not one of"),
     ("wrong type", {"defaults": {"batch_size": "many"}}, "'many' is not of type 'integer'"),
-    ("unknown key", {"defaults": {"learning_rate": 0.1}}, "'learning_rate' was unexpected"),
+    ("unknown key", {"defaults": {"learning_rate": 0.1}}, "defaults.learning_rate is not a known field; allowed: "),
     ("sample epoch beyond epochs", {"sample_epochs": [1, 3]}, "sample_epochs [3] are beyond its epochs (2)"),
     ("sample epoch beyond one experiment's epochs", {"experiments": {"base": {}, "short": {"epochs": 1}}},
      "experiment 'short': sample_epochs [2] are beyond its epochs (1)"),
