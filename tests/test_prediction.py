@@ -169,4 +169,5 @@ def test_ddim_with_eta_one_moves_along_eps_where_float32_would_cancel_it():
         coefficient = np.sqrt((1 - a_prev) ** 2 * a / (a_prev * (1 - a)))  # 1 - a_prev - sigma^2 in closed form
         if t == T:
             assert coefficient == pytest.approx(2.78e-4, rel=1e-3)
-        x = np.sqrt(a_prev) * point.double() + coefficient * eps + sigma * torch.randn(x.shape, generator=generator).double()
+        z = torch.randn(x.shape, generator=generator).double()
+        x = np.sqrt(a_prev) * point.double() + coefficient * eps + sigma * z
