@@ -324,6 +324,31 @@ def _identity_but_epochs(config: TrainConfig) -> dict:
     return {key: value for key, value in config.training_identity().items() if key != "epochs"}
 
 
+def resume_notes(runs: dict[str, Run], recorded: dict[str, TrainConfig | None], resume_dir: Path) -> list[str]:
+    """What the train job of each unfinished run (none in `recorded`) will do with the resume state that a stopped
+    job left in resume_dir/<run>/ (its resume.json, written by ddpm.run_files.RunFiles): go on from its step, or
+    train again from step 0 where the state is of another training config or number of processes, or past a
+    sample epoch whose checkpoint it did not keep."""
+    messages = []
+    for name, run in runs.items():
+        try:
+            saved = json.loads((resume_dir / name / "resume.json").read_text())
+        except (OSError, ValueError):
+            saved = None
+        if recorded[name] is not None or saved is None or saved["step"] >= run.config.epochs * saved["steps_per_epoch"]:
+            continue
+        step, per_epoch, state = saved["step"], saved["steps_per_epoch"], resume_dir / name
+        missing = [epoch for epoch in run.config.checkpoint_epochs if epoch * per_epoch <= step
+                   and not (state / "checkpoints" / f"epoch_{epoch}.pt").exists()]
+        if saved["fingerprint"] != run.config.fingerprint() or saved["world_size"] != run.config.gpus or missing:
+            messages.append(f"run {name}: the resume state in {state} (step {step}) does not fit its config now: "
+                            "trains again from step 0")
+        else:
+            messages.append(f"run {name}: resumes from step {step} (epoch {step // per_epoch + 1} of "
+                            f"{run.config.epochs}), from the state its stopped training left in {state}")
+    return messages
+
+
 def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:
     """Each experiment's runs, in the order of `seeds`."""
     grouped = {}

@@ -1,16 +1,18 @@
 r"""Starting training: the command line, the torchrun launcher for several GPUs, and the process-wide settings
 made once where a training process starts.
 
-One GPU or CPU:   python -m ddpm.launch --config c.json --data data/cifar10 --run-dir results/x --state-dir results/resume/x
+One GPU or CPU:   ddpm-train --config c.json --data data/cifar10 --run-dir results/x --state-dir results/resume/x
 N GPUs, one node: torchrun --standalone --nproc_per_node=N --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
                       --shutdown-timeout=300 -m ddpm.launch --config c.json ...
-(the workflow does this for an experiment with `gpus: N`; see run_experiment and training_command)
+(`ddpm-train` is `python -m ddpm.launch`; the workflow does this for an experiment with `gpus: N`, see
+run_experiment and training_command)
 The config is a JSON object of TrainConfig fields; `checkpoint_epochs` (a list of epochs) names the checkpoints
 kept in run-dir/checkpoints/, the last epoch's when it is not given. A run stopped by SIGTERM, SIGUSR1 or SIGINT
 saves its resume state and exits with code 75 (EX_TEMPFAIL, "try again"), saying so; the same command run again
 continues from that step.
 """
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -26,7 +28,7 @@ from ddpm.config import TrainConfig
 from ddpm.data import load_dataset
 from ddpm.files import atomic_write
 from ddpm.models import resolve_device
-from ddpm.training import TrainingInterrupted, signals_handled, train
+from ddpm.training import INTERRUPTED_MESSAGE, TrainingInterrupted, signals_handled, train
 
 INTERRUPTED_EXIT_CODE = os.EX_TEMPFAIL  # 75, sysexits.h: "a temporary failure; the user is invited to retry"
 # torchrun passes SIGUSR1 on to its workers too, and gives them 5 minutes (not 30 s) to save before it kills them
@@ -60,17 +62,30 @@ def training_command(config_file: str | Path, data_dir: str | Path, run_dir: str
 def run_experiment(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, state_dir: str | Path,
                    tensorboard_dir: str | Path | None = None) -> None:
     """Train one experiment: in this process, or with `config.gpus` processes under torchrun (DDP), whose
-    output is copied into this process's sys.stdout (the job log). run_dir/train_config.json, which the
-    processes read, is removed however training ends."""
+    output is copied into this process's sys.stdout (the job log). TrainingInterrupted when a signal stopped it,
+    saying from which step the same call resumes. run_dir/train_config.json, which the processes read, is removed
+    however training ends."""
     run_dir = Path(run_dir)
     config_file = atomic_write(run_dir / "train_config.json", lambda f: f.write(json.dumps(config.to_dict()).encode()))
     try:
         if config.gpus > 1:
             _run_copying_output(training_command(config_file, data_dir, run_dir, state_dir, config.gpus, tensorboard_dir))
         else:
-            main(_arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir))
+            _train(_parser().parse_args(_arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir)))
     finally:
         config_file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exit_when_interrupted(*streams):
+    """TrainingInterrupted in the block ends the process with INTERRUPTED_EXIT_CODE, its message (the step, where the
+    state is, that the same command resumes) written to each of `streams`, and no traceback."""
+    try:
+        yield
+    except TrainingInterrupted as interrupted:
+        for stream in streams:
+            print(interrupted, file=stream, flush=True)
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
 
 
 def _arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir=None) -> list[str]:
@@ -80,28 +95,44 @@ def _arguments(config_file, data_dir, run_dir, state_dir, tensorboard_dir=None) 
 
 def _run_copying_output(command: list[str]) -> None:
     """Run `command`, copying its stdout and stderr into sys.stdout as they come (progress bars included)
-    and passing SIGTERM, SIGUSR1 and SIGINT on to it; CalledProcessError if it fails."""
+    and passing SIGTERM, SIGUSR1 and SIGINT on to it; TrainingInterrupted, with the message of the processes, if
+    a signal stopped them, else CalledProcessError if it fails."""
+    interrupted = None
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
         with signals_handled(process.send_signal):
             for line in io.TextIOWrapper(process.stdout, errors="replace", newline=""):  # "\r" ends a line too
                 sys.stdout.write(line)
                 sys.stdout.flush()
+                if line.startswith(INTERRUPTED_MESSAGE):
+                    interrupted = line.strip()
+    if process.returncode and interrupted:
+        raise TrainingInterrupted(interrupted)
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, command)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m ddpm.launch --config C.json --data DIR --run-dir DIR --state-dir DIR (what torchrun runs)."""
+    """ddpm-train --config C.json --data DIR --run-dir DIR --state-dir DIR (what torchrun runs)."""
+    args = _parser().parse_args(argv)
+    with exit_when_interrupted(sys.stderr):
+        _train(args)
+
+
+def _parser():
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ddpm.launch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="ddpm-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a JSON file of TrainConfig fields")
     parser.add_argument("--data", required=True, help="a prepared dataset folder (ddpm.data.prepare_dataset)")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--tensorboard-dir", help="write TensorBoard event files of the loss rows there")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _train(args) -> None:
+    """Train as the parsed command line says, in this process (one of torchrun's, or the only one)."""
     config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
     if not config.checkpoint_epochs:
         config = dataclasses.replace(config, checkpoint_epochs=[config.epochs])
@@ -113,9 +144,6 @@ def main(argv: list[str] | None = None) -> None:
         if not dist.is_initialized() or dist.get_rank() == 0:  # which writes them
             checkpoints = ", ".join(f"epoch_{epoch}.pt" for epoch in config.checkpoint_epochs)
             print(f"wrote {Path(args.run_dir) / 'losses.csv'} and, in {Path(args.run_dir) / 'checkpoints'}, {checkpoints}")
-    except TrainingInterrupted as interrupted:
-        print(interrupted, file=sys.stderr, flush=True)
-        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

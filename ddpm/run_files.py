@@ -4,6 +4,7 @@ checkpoints, and their publication to the run folder when training ends."""
 import csv
 import hashlib
 import io
+import json
 import os
 import random
 from pathlib import Path
@@ -18,6 +19,8 @@ from ddpm.config import TrainConfig
 from ddpm.files import atomic_write, publish
 
 CSV_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds")
+# beside the states: what the newest one is, for a dry run that loads no torch (ddpm.experiments.resume_notes)
+RESUME_INFO = "resume.json"
 
 
 class LossLog:
@@ -45,12 +48,13 @@ class RunFiles:
     """One run's files. They live in `state_dir` (resume states, the growing loss CSV, the epoch checkpoints), so a
     workflow manager that deletes a failed job's outputs loses nothing; at the end they are published to `run_dir`,
     and `state_dir` keeps them with the final state, from which a run asked for more epochs goes on. Rank 0 writes;
-    every rank reads the resume state."""
+    every rank reads the resume state. RESUME_INFO says without torch which step the newest state is of, and of
+    which config (its fingerprint) and number of processes."""
 
     def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path, state_dir: Path, rank: int, world: int):
         self.config, self.run_dir, self.state_dir, self.rank, self.world = config, run_dir, state_dir, rank, world
         self.channels, self.image_size = images.shape[1], images.shape[-1]
-        self.steps_per_epoch = images.shape[0] // config.batch_size
+        self.steps_per_epoch = steps_per_epoch(config, images.shape[0])
         self.fingerprint = _fingerprint(config, images)
         self.store = ResumeStore(state_dir, keep=config.keep_states)
         self.loss_log = None
@@ -83,6 +87,7 @@ class RunFiles:
             log(f"resume state in {self.state_dir} {unusable}; starting from scratch")
             if self.rank == 0:
                 self.store.clear()
+                (self.state_dir / RESUME_INFO).unlink(missing_ok=True)
             state = None
         if state is not None and state["step"] > total_steps:
             return self._keep_first_epochs(parts, total_steps, log)
@@ -130,6 +135,9 @@ class RunFiles:
                 "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(), "rng": rng,
                 "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
             }, step)
+            info = {"step": step, "steps_per_epoch": self.steps_per_epoch, "fingerprint": self.config.fingerprint(),
+                    "world_size": self.world}
+            atomic_write(self.state_dir / RESUME_INFO, lambda f: f.write(json.dumps(info).encode()))
         self.saved_step = step
 
     def save_epoch_checkpoint(self, parts, epoch: int, step: int) -> None:
@@ -141,12 +149,16 @@ class RunFiles:
             }, self.state_dir / "checkpoints" / f"epoch_{epoch}.pt")
 
     def publish(self) -> None:
-        """The loss CSV and the epoch checkpoints in run_dir too (hard links, each made atomically)."""
+        """The loss CSV and the epoch checkpoints in run_dir too (hard links, each made atomically), the last epoch's
+        also as checkpoints/last.pt where it is one of them."""
         self.close()
         if self.rank == 0:
             for epoch in self.config.checkpoint_epochs:
                 checkpoint = Path("checkpoints") / f"epoch_{epoch}.pt"
                 publish(self.state_dir / checkpoint, self.run_dir / checkpoint)
+            if self.config.epochs in self.config.checkpoint_epochs:
+                publish(self.state_dir / "checkpoints" / f"epoch_{self.config.epochs}.pt",
+                        self.run_dir / "checkpoints" / "last.pt")
             if self.published_steps is None:
                 publish(self.state_dir / "losses.csv", self.run_dir / "losses.csv")
             else:
@@ -156,6 +168,13 @@ class RunFiles:
     def close(self) -> None:
         if self.loss_log is not None:
             self.loss_log.close()
+
+
+def steps_per_epoch(config: TrainConfig, num_images: int) -> int:
+    """Whole batches in one epoch of `num_images` images (an epoch's last, partial batch is left out)."""
+    if config.batch_size > num_images:
+        raise ValueError(f"batch_size ({config.batch_size}) is larger than the dataset ({num_images} images)")
+    return num_images // config.batch_size
 
 
 def _ema_weights(saved: dict) -> dict:

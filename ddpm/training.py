@@ -3,7 +3,7 @@ a logging window that syncs with the device once per loss row, DDP collectives a
 
     train(config, images, run_dir, state_dir)
 
-(`python -m ddpm.launch` runs it from the command line and under torchrun; `ddpm.run_files` keeps its files.)
+(`ddpm-train` (ddpm.launch) runs it from the command line and under torchrun; ddpm.run_files keeps its files.)
 The resume state holds everything that decides the next step, so a run killed at any moment and restarted gives
 bit-identical weights and loss CSV on the CPU. SIGTERM, SIGUSR1 or SIGINT (a time limit, a preemption, Ctrl-C)
 stops training at the next loss row, which is the step in progress with `log_every: 1`: every process saves one
@@ -17,13 +17,14 @@ after the backward (clipping, optimizer, EMA) are compiled regions, replayed as 
 """
 
 import contextlib
-import copy
+import dataclasses
 import functools
 import inspect
 import math
 import random
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,10 +39,13 @@ from tqdm import tqdm
 from ddpm.config import TrainConfig
 from ddpm.data import random_hflip, to_model_range
 from ddpm.diffusion import DiffusionModel
+from ddpm.ema import EMA
 from ddpm.models import build_model, resolve_device
-from ddpm.run_files import LossLog, RunFiles
+from ddpm.optim import lr_factor, make_optimizer
+from ddpm.run_files import LossLog, RunFiles, steps_per_epoch
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # a time limit, a preemption, Ctrl-C
+INTERRUPTED_MESSAGE = "training interrupted by"  # how the message of TrainingInterrupted begins
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,41 +54,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class TrainingInterrupted(Exception):
     """SIGTERM, SIGUSR1 or SIGINT stopped training; the resume state holds every step done."""
-
-
-def make_optimizer(config: TrainConfig, params, lr: torch.Tensor, compiled: bool = False) -> torch.optim.Optimizer:
-    """The optimizer, reading its lr from the tensor `lr`, which each step overwrites in place (no host sync, and
-    no recompile of a compiled step). Eager on the CPU or CUDA: one fused kernel for all parameters; compiled: the
-    multi-tensor (foreach) version, capturable (its step counts on the device), which inductor fuses itself: it
-    does not trace into the fused kernels."""
-    fused = not compiled and lr.device.type in ("cuda", "cpu")
-    how = {"fused": True} if fused else {"foreach": True}
-    adam = {**how, "capturable": not fused}
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **adam)
-    elif config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **adam)
-    else:
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                                    **how)
-    for group in optimizer.param_groups:
-        group["lr"] = lr  # after the constructor, whose checks would read a device tensor on the host
-    return optimizer
-
-
-def lr_factor(warmup_steps: int, lr_schedule: str, total_steps: int):
-    """The lr multiplier at each step: a linear warmup over `warmup_steps` steps, then constant, or the cosine
-    annealing of Loshchilov & Hutter 2017 (eq. 5, one cycle, eta_min = 0) over the steps after the warmup."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if lr_schedule == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
@@ -112,38 +81,6 @@ def signals_handled(handler: Callable[[int], object]):
     finally:
         for number, old in previous.items():
             signal.signal(number, old if old is not None else signal.SIG_DFL)
-
-
-class EMA:
-    """An exponential moving average of a model's weights (buffers copied): after update n (from 0),
-    ema_n = d_n ema_{n-1} + (1 - d_n) w_n with diffusers' EMAModel warm-up, d_0 = 0 (a copy) and
-    d_n = min(decay, (1 + n) / (10 + n)), so that a short run's EMA does not keep its random initial weights (with a
-    fixed 0.995, 6 % of them remain after 560 steps).
-
-    n is the training step, which the host knows: `set_step` writes 1 - d_n into a device tensor before the step,
-    and `update` reads it there, without a host sync and, compiled, without a recompile. `module` holds the
-    averaged model, whose state dict is a plain one of the model.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.module = copy.deepcopy(model).requires_grad_(False)
-        self.decay, self.weight = decay, torch.ones((), device=next(model.parameters()).device)  # 1 - d_n
-        self.averaged, self.weights = list(self.module.parameters()), list(model.parameters())
-        self.copies, self.buffers = list(self.module.buffers()), list(model.buffers())
-
-    def decay_at(self, n: int) -> float:
-        return 0.0 if n == 0 else min(self.decay, (1 + n) / (10 + n))
-
-    def set_step(self, n: int) -> None:
-        self.weight.fill_(1 - self.decay_at(n))
-
-    def update(self) -> None:
-        """ema += (1 - d_n) (w - ema), the weight read from the device."""
-        deltas = torch._foreach_sub(self.weights, self.averaged)
-        torch._foreach_mul_(deltas, self.weight)
-        torch._foreach_add_(self.averaged, deltas)
-        if self.buffers:
-            torch._foreach_copy_(self.copies, self.buffers)
 
 
 def weight_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None,
@@ -231,7 +168,7 @@ class Batches:
                  rank: int = 0, world: int = 1):
         self.data = images.to(device) if _switch(config.data_on_device, device.type == "cuda") else images
         self.device, self.memory_format, self.config = device, memory_format, config
-        self.steps_per_epoch = _steps_per_epoch(config, images.shape[0], world)
+        self.steps_per_epoch = steps_per_epoch(config, images.shape[0])
         local_batch = config.batch_size // world
         self.shard = slice(rank * local_batch, (rank + 1) * local_batch)
         self.order, self.order_epoch = None, None
@@ -322,14 +259,8 @@ class LogWindow:
                 self.tensorboard.add_scalar(name, value, step)
 
 
-def train(
-    config: TrainConfig,
-    images: torch.Tensor,
-    run_dir: str | Path,
-    state_dir: str | Path,
-    log=print,
-    tensorboard_dir: str | Path | None = None,
-) -> DiffusionModel:
+def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_dir: str | Path, log=print,
+          tensorboard_dir: str | Path | None = None) -> DiffusionModel:
     """Train on uint8 `images` (N, C, H, W); returns the model, holding the EMA weights if kept.
 
     Progress lives in `state_dir` (see RunFiles); at the end run_dir/losses.csv and run_dir/checkpoints/epoch_<E>.pt
@@ -340,15 +271,16 @@ def train(
     folder's events, a resumed one drops those after its step, so each shows one curve).
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if world != config.gpus:  # started by hand under torchrun: the config's checks with its number of processes
+        config = dataclasses.replace(config, gpus=world)
     device = resolve_device(config.device)
-    steps_per_epoch = _steps_per_epoch(config, images.shape[0], world)
-    total_steps = config.epochs * steps_per_epoch
+    files = RunFiles(config, images, Path(run_dir), Path(state_dir), rank, world)
+    total_steps = config.epochs * files.steps_per_epoch
     parts = build_parts(config, images.shape[1], images.shape[-1], device, total_steps, rank)
     batches = Batches(images, config, device, parts.memory_format, rank, world)
-    files = RunFiles(config, images, Path(run_dir), Path(state_dir), rank, world)
     step, elapsed = files.resume(parts, total_steps, log)
     if 0 < step < total_steps:
-        log(f"resumed from step {step} (epoch {step // steps_per_epoch + 1}, {elapsed:.1f} s of training done)")
+        log(f"resumed from step {step} (epoch {step // files.steps_per_epoch + 1}, {elapsed:.1f} s of training done)")
     tensorboard = _tensorboard_writer(tensorboard_dir, step) if tensorboard_dir is not None and rank == 0 else None
     window = LogWindow(device, files.loss_log, config.batch_size, step, total_steps, elapsed, tensorboard)
     signals = []
@@ -359,7 +291,7 @@ def train(
             loss, lr = training_step(parts, batches(step), step)
             step += 1
             window.add(loss)
-            epoch, end_of_epoch = (step - 1) // steps_per_epoch + 1, step % steps_per_epoch == 0
+            epoch, end_of_epoch = (step - 1) // files.steps_per_epoch + 1, step % files.steps_per_epoch == 0
             checkpoint_due = end_of_epoch and epoch in config.checkpoint_epochs
             state_due = checkpoint_due or step % config.state_every == 0
             if not (state_due or end_of_epoch or step % config.log_every == 0):
@@ -393,14 +325,6 @@ def _tensorboard_writer(tensorboard_dir: str | Path, step: int):
     return SummaryWriter(str(tensorboard_dir), purge_step=step + 1 if step else None)
 
 
-def _steps_per_epoch(config: TrainConfig, num_images: int, world: int) -> int:
-    if config.batch_size % world:
-        raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of processes ({world})")
-    if config.batch_size > num_images:
-        raise ValueError(f"batch_size ({config.batch_size}) is larger than the dataset ({num_images} images)")
-    return num_images // config.batch_size
-
-
 def _check_finite(mean_loss: float, step: int, epoch: int, config: TrainConfig, state_dir: Path) -> None:
     if not math.isfinite(mean_loss):
         raise NonFiniteLossError(
@@ -411,7 +335,7 @@ def _check_finite(mean_loss: float, step: int, epoch: int, config: TrainConfig, 
 
 def _interrupted_message(signals: list[int], step: int, epoch: int, state_dir: Path) -> str:
     cause = signal.Signals(signals[0]).name if signals else "a signal to another process"
-    return (f"training interrupted by {cause} at step {step} (epoch {epoch}); its resume state is saved in "
+    return (f"{INTERRUPTED_MESSAGE} {cause} at step {step} (epoch {epoch}); its resume state is saved in "
             f"{state_dir}, and running the same command again resumes from step {step}")
 
 
@@ -420,3 +344,6 @@ def _switch(value: str, cuda: bool) -> bool:
     return value == "on" or (value == "auto" and cuda)
 
 
+if __name__ == "__main__":  # the command line moved to ddpm.launch
+    print("ddpm.training has no command line: train with ddpm-train (see ddpm-train --help)", file=sys.stderr)
+    raise SystemExit(2)

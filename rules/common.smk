@@ -24,6 +24,7 @@ from ddpm.experiments import (
     experiment_runs,
     identical_runs,
     recorded_configs,
+    resume_notes,
     trains_on,
 )
 from snakemake.logging import logger
@@ -47,7 +48,7 @@ RECORDED = recorded_configs(RUNS, Path("results"))
 # (a cluster job's own snakemake is given --resources for that one job)
 if workflow.is_main_process:
     check_gpus(GPUS, workflow.global_resources.get("gpu").value)
-    for message in epoch_changes(RUNS, RECORDED):
+    for message in epoch_changes(RUNS, RECORDED) + resume_notes(RUNS, RECORDED, Path("results/resume")):
         logger.info(message)
     for names in identical_runs(RUNS):
         logger.warning(

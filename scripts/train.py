@@ -1,14 +1,16 @@
-"""Train one run (ddpm.launch.run_experiment) and record its resolved config."""
+"""Train one run (ddpm.launch.run_experiment) and record its resolved config. A run stopped by a signal says so in
+the log and on the job's stderr, which Snakemake shows."""
 
+import sys
 from pathlib import Path
 
 import torch
 
 from ddpm.experiments import run_config
-from ddpm.launch import run_experiment
+from ddpm.launch import exit_when_interrupted, run_experiment
 from ddpm.workflow import logged_to, print_environment, tensorboard_dir, write_resolved_config
 
-with logged_to(snakemake.log[0]):
+with logged_to(snakemake.log[0]), exit_when_interrupted(sys.stderr, sys.__stderr__):  # the log, the console
     print_environment()
     torch.set_num_threads(snakemake.threads)
     config = run_config(snakemake.config, snakemake.wildcards.run)

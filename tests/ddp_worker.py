@@ -10,7 +10,8 @@ from ddpm.config import TrainConfig
 from ddpm.data import load_dataset
 from ddpm.launch import init_distributed
 from ddpm.models import build_model
-from ddpm.training import make_optimizer, train
+from ddpm.optim import make_optimizer
+from ddpm.training import train
 
 
 def flat_weights(model):

@@ -15,7 +15,7 @@ from tests.test_training import tiny
 def test_help_names_the_command_and_keeps_the_torchrun_example_whole():
     result = subprocess.run([sys.executable, "-m", "ddpm.launch", "--help"], capture_output=True, text=True, cwd=ROOT,
                             check=True)
-    assert result.stdout.startswith("usage: python -m ddpm.launch ")
+    assert result.stdout.startswith("usage: ddpm-train ")
     assert "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \\\n" in result.stdout
     assert "checkpoint_epochs" in result.stdout
 
@@ -46,3 +46,11 @@ def test_run_experiment_removes_its_config_file_however_training_ends(digits, tm
     with pytest.raises(KeyboardInterrupt):
         run_experiment(tiny(), tmp_path / "data", run_dir, tmp_path / "state")
     assert not (run_dir / "train_config.json").exists()
+
+
+def test_the_old_command_python_m_ddpm_training_names_ddpm_train():
+    """Where the command line used to be: one line to stderr naming the command, and exit status 2, not a silent 0."""
+    result = subprocess.run([sys.executable, "-m", "ddpm.training", "--config", "c.json"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "ddpm.training has no command line: train with ddpm-train (see ddpm-train --help)\n"

@@ -1,5 +1,6 @@
 """Exact resume: SIGKILL a real training process at random moments, or stop it with SIGTERM and SIGUSR1,
-restart it, compare bit for bit; a resume state of the earlier EMA (AveragedModel) goes on bit for bit too."""
+restart it, compare bit for bit; a resume state of the earlier EMA (AveragedModel) goes on bit for bit too. What
+the console and the dry run say about a stopped run."""
 
 import csv
 import json
@@ -14,6 +15,7 @@ import torch
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint, save_checkpoint
 from ddpm.data import prepare_dataset
+from ddpm.experiments import Run, resume_notes
 from ddpm.launch import INTERRUPTED_EXIT_CODE, training_command
 from ddpm.training import train
 from tests.test_training import interrupted, read_csv, run, tiny
@@ -159,6 +161,60 @@ def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):
     assert resumed_step >= 5
     steps = [int(r[0]) for r in rows(tmp_path / "results" / "base" / "losses.csv")]
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == 6 * (1797 // 64)
+
+
+def test_workflow_ctrl_c_says_so_on_the_console_and_the_dry_run_says_from_which_step(tmp_path):
+    """Ctrl-C reaches the train job: the job says on its stderr, which Snakemake shows, at which step it stopped and
+    that the same command resumes; `snakemake -n` then says from which step the run resumes."""
+    config = tiny_config(experiments={"base": {"epochs": 6, "state_every": 5}}, sample_epochs=[6])
+    process = start_snakemake(tmp_path, "results/base/losses.csv", config=config)
+    store = ResumeStore(tmp_path / "results" / "resume" / "base")
+    deadline = time.time() + 600
+    while not store.steps() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    job = subprocess.run(["pgrep", "-f", f"{tmp_path}/.snakemake/scripts/.*train.py"], capture_output=True, text=True)
+    assert job.stdout.strip(), "the train job was not found running"
+    for pid in job.stdout.split():
+        os.kill(int(pid), signal.SIGINT)
+    console = finish(process, timeout=300).stderr
+    message = "training interrupted by SIGINT at step "
+    assert message in console, console
+    step = int(console.split(message)[1].split()[0])
+    assert f"running the same command again resumes from step {step}\n" in console
+
+    dry_run = snakemake(tmp_path, "-n", "results/base/losses.csv", config=config)
+    assert dry_run.returncode == 0, dry_run.output
+    assert f"run base: resumes from step {step} (epoch {step // (1797 // 64) + 1} of 6)" in dry_run.output
+
+
+def test_the_resume_note_names_the_step_the_rerun_resumes_from(digits, tmp_path):
+    """From the state a signal left at step 5 (epoch 1 of 6 steps): the note says the step that train() then resumes
+    from; a state of another training config or number of processes, or past a new sample epoch whose checkpoint
+    it does not hold, is not resumed; a finished run gets no note."""
+
+    def notes(config, recorded=None, name="run"):
+        return resume_notes({name: Run(name, name, name, 0, {}, config)}, {name: recorded}, tmp_path / "state")
+
+    def again(name, step):
+        return [f"run {name}: the resume state in {tmp_path / 'state' / name} (step {step}) does not fit its config "
+                "now: trains again from step 0"]
+
+    assert notes(tiny()) == []  # no state
+    interrupted(tiny(), digits, tmp_path, "run", after_state=4)
+    state = tmp_path / "state" / "run"
+    resumes = f"run run: resumes from step 5 (epoch 1 of {{}}), from the state its stopped training left in {state}"
+    assert notes(tiny()) == [resumes.format(2)]
+    assert notes(tiny(epochs=3, checkpoint_epochs=[1, 3])) == [resumes.format(3)]  # constant lr: epochs may change
+    assert notes(tiny(lr=2e-3)) == notes(tiny(gpus=2)) == again("run", 5)
+    assert notes(tiny(), recorded=tiny()) == []  # finished: what a change of epochs does is epoch_changes' note
+    messages = []
+    train(tiny(), digits, tmp_path / "run", state, log=messages.append)
+    assert messages[0].startswith("resumed from step 5 (epoch 1,")
+    assert notes(tiny()) == []  # the final state: nothing to resume
+
+    interrupted(tiny(checkpoint_epochs=[2]), digits, tmp_path, "late", after_state=8)  # step 9, past epoch 1
+    assert notes(tiny(checkpoint_epochs=[2]), name="late")[0].startswith("run late: resumes from step 9 (epoch 2 of 2)")
+    assert notes(tiny(), name="late") == again("late", 9)  # no checkpoint of epoch 1
 
 
 def test_a_resume_state_of_the_averaged_model_ema_resumes_bit_identically(digits, tmp_path):

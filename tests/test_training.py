@@ -8,10 +8,11 @@ import torch
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint
 from ddpm.config import TrainConfig
+from ddpm.ema import EMA
+from ddpm.optim import lr_factor
 from ddpm.sampling import load_model, sample_checkpoint, sampler_arguments
 from ddpm.run_files import CSV_COLUMNS
-from ddpm.training import (EMA, Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts, lr_factor,
-                           train, training_step)
+from ddpm.training import Batches, LogWindow, NonFiniteLossError, TrainingInterrupted, build_parts, train, training_step
 from tests.conftest import DEVICES
 
 DETERMINISTIC_COLUMNS = ("step", "epoch", "loss", "lr")
