@@ -1,7 +1,6 @@
-"""Loss curves, sample grids and montages, FID and quality curves and sweeps: the pictures a person looks at.
+"""Loss curves, sample montages, FID and quality curves and sweeps: the pictures a person looks at.
 
-Only `save_grid` needs torch (torchvision's `make_grid`); it imports it itself, so that the jobs which plot
-tables start in a second instead of spending seconds importing torch.
+No torch here, so that the jobs which plot tables start in a second; `ddpm.images` draws the sample grids.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import io
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -27,43 +25,11 @@ from PIL import Image  # noqa: E402
 
 from ddpm.files import atomic_write  # noqa: E402
 
-if TYPE_CHECKING:
-    import torch
-
 
 def _save_figure(figure, path: str | Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
-
-
-def _grid(images: torch.Tensor | np.ndarray, cells: int | None = None, nrow: int | None = None) -> torch.Tensor:
-    """uint8 images (N, C, H, W) as one (C, H', W') grid (torchvision's make_grid) of `cells` cells (default N), in
-    rows of `nrow` (default ceil(sqrt(cells))): the first `cells` images, then blank cells in the padding's white,
-    so that a grid has the same layout and size however many images there are."""
-    import torch
-    from torchvision.utils import make_grid
-
-    images = torch.as_tensor(images)
-    cells = cells or len(images)
-    images = images[:cells]
-    blank = torch.full((cells - len(images), *images.shape[1:]), 255, dtype=images.dtype)
-    nrow = nrow or max(1, int(np.ceil(np.sqrt(cells))))
-    return make_grid(torch.cat([images, blank]), nrow=nrow, padding=1, pad_value=255)
-
-
-def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, cells: int | None = None, nrow: int | None = None,
-              upscale: int | None = None) -> None:
-    """uint8 images (N, C, H, W) as one PNG grid of `cells` cells (see `_grid`), upscaled `upscale` times (default:
-    enough for images of at least 32 pixels a side, so that 8x8 digits can be seen)."""
-    grid = _grid(images, cells, nrow).permute(1, 2, 0).numpy()
-    upscale = max(1, 32 // images.shape[-1]) if upscale is None else upscale
-    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    if upscale > 1:
-        image = image.resize((image.width * upscale, image.height * upscale), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="png")
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -99,19 +65,6 @@ def _fid_scale(axes, fids: Iterable[float]) -> None:
     else:
         axes.set_yscale("linear")
         axes.ticklabel_format(axis="y", style="plain", useOffset=False)
-
-
-def add_grid_to_tensorboard(images: np.ndarray, tensorboard_dir: str | Path, epoch: int, cells: int | None = None) -> None:
-    """uint8 images (N, C, H, W) as one grid image `samples` (of `cells` cells, see `_grid`) at step `epoch`, in the
-    run's TensorBoard folder under samples/epoch_<epoch>/. Event files only grow, so that folder's old files are
-    deleted first: a grid drawn again replaces the epoch's image instead of adding a second one."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    folder = Path(tensorboard_dir) / "samples" / f"epoch_{epoch}"
-    for old in folder.glob("*tfevents*"):
-        old.unlink()
-    with SummaryWriter(str(folder)) as writer:
-        writer.add_image("samples", _grid(images, cells), global_step=epoch)
 
 
 def smooth(values: pd.Series, window: int) -> pd.Series:

@@ -1,9 +1,9 @@
-"""The first grid_size samples of one run and epoch as a PNG grid of grid_size cells (ddpm.plots.save_grid), and in
+"""The first grid_size samples of one run and epoch as a PNG grid of grid_size cells (ddpm.images.save_grid), and in
 TensorBoard: an epoch with fewer samples gets blank cells, so that every epoch's grid has the same layout and size."""
 
 import numpy as np
 
-from ddpm.plots import add_grid_to_tensorboard, save_grid
+from ddpm.images import add_grid_to_tensorboard, save_grid
 from ddpm.workflow import logged_to, tensorboard_dir
 
 with logged_to(snakemake.log[0]):

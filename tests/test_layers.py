@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 LAYERS = [
     ("files", "checks"),
     ("config", "dataset_info"),
-    ("unet", "ddpm_unet", "diffusion", "data", "checkpoint", "plots", "ema", "optim"),
+    ("unet", "ddpm_unet", "diffusion", "data", "checkpoint", "images", "plots", "ema", "optim"),
     ("models",),
     ("run_files",),
     ("training", "sampling", "metrics"),

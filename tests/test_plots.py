@@ -160,19 +160,6 @@ def test_sweep_plot_has_a_panel_a_field_and_a_line_per_other_setting(close_figur
     np.testing.assert_allclose(line.get_ydata(), [10.0 + 1 + 2, 10.0 + 3 + 2, 10.0 + 5 + 2])  # the last epoch's means
 
 
-def test_grid_goes_to_tensorboard_at_its_epoch(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from ddpm.plots import add_grid_to_tensorboard
-
-    images = np.random.default_rng(0).integers(0, 256, (9, 1, 8, 8), dtype=np.uint8)
-    add_grid_to_tensorboard(images, tmp_path, epoch=7)
-    events = EventAccumulator(str(tmp_path / "samples" / "epoch_7"))  # TensorBoard shows it as the run's sub-run
-    events.Reload()
-    (image,) = events.Images("samples")
-    assert (image.step, image.width, image.height) == (7, 3 * 9 + 1, 3 * 9 + 1)  # 3x3 grid of 8x8, 1-pixel padding
-
-
 def mixed_sample_counts() -> pd.DataFrame:
     """metrics() with epoch 1 scored from 16 samples (num_samples_early) and the later epochs from 64."""
     frame = metrics()
@@ -271,38 +258,6 @@ def test_montage_row_labels_wrap_between_words_only(tmp_path, close_figures):
     for name, text in drawn.items():
         assert "\n" in text  # still wrapped
         assert [word for line in text.split("\n") for word in line.split()] == words[name], text
-
-
-def test_grids_have_the_same_size_whatever_the_number_of_images(tmp_path):
-    rng = np.random.default_rng(0)
-    for channels in (1, 3):
-        images = rng.integers(0, 256, (16, channels, 8, 8), dtype=np.uint8)
-        plots.save_grid(images[:8], tmp_path / "early.png", cells=16, upscale=2)
-        plots.save_grid(images, tmp_path / "last.png", cells=16, upscale=2)
-        with Image.open(tmp_path / "early.png") as early, Image.open(tmp_path / "last.png") as last:
-            assert early.size == last.size == (2 * (4 * 9 + 1),) * 2  # 4x4 cells of 8x8, 1-pixel padding, upscaled
-            early, last = np.asarray(early), np.asarray(last)
-        half = 2 * (2 * 9 + 1)  # the first two rows: the 8 images both grids hold
-        np.testing.assert_array_equal(early[:half], last[:half])
-        assert (early[half:] == 255).all()  # the missing cells blank, in the padding's colour
-
-
-def tensorboard_images(folder) -> list[tuple[int, int, int]]:
-    """Every (step, width, height) of a `samples` image that TensorBoard shows for `folder` and its sub-folders."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-
-    board = EventMultiplexer().AddRunsFromDirectory(str(folder))
-    board.Reload()
-    return sorted((image.step, image.width, image.height) for run, tags in board.Runs().items()
-                  if "samples" in tags["images"] for image in board.Images(run, "samples"))
-
-
-def test_redrawn_grid_replaces_its_epoch_in_tensorboard(tmp_path):
-    images = np.random.default_rng(0).integers(0, 256, (16, 1, 8, 8), dtype=np.uint8)
-    plots.add_grid_to_tensorboard(images[:9], tmp_path, epoch=7)
-    plots.add_grid_to_tensorboard(images[:4], tmp_path, epoch=3)
-    plots.add_grid_to_tensorboard(images, tmp_path, epoch=7)  # grid_size raised: epoch 7 drawn again
-    assert tensorboard_images(tmp_path) == [(3, 2 * 9 + 1, 2 * 9 + 1), (7, 4 * 9 + 1, 4 * 9 + 1)]
 
 
 QUALITY = ("precision", "recall", "memorisation")

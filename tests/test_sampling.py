@@ -3,13 +3,48 @@
 import shutil
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 
+from ddpm import sampling
+from ddpm.checkpoint import save_checkpoint
+from ddpm.config import TrainConfig
+from ddpm.diffusion import DEFAULT_STEPS
+from ddpm.models import build_model
 from ddpm.sampling import main
 from tests.workflow import ONE_THREAD_ENV, ROOT, tiny_config
+
+T = 20  # the timesteps of the tests' checkpoint
+
+
+def epoch_checkpoint(path: Path, **config_changes) -> Path:
+    """An untrained course UNet on 8x8 images saved as training saves it at an epoch, its config changed by
+    `config_changes`."""
+    config = TrainConfig(hidden_size=8, num_timesteps=T, epochs=1)
+    model = build_model(config, 1, 8)
+    return save_checkpoint({"config": {**config.to_dict(), **config_changes}, "channels": 1, "image_size": 8,
+                            "epoch": 1, "step": 1, "model": model.state_dict(), "ema": None}, path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return epoch_checkpoint(tmp_path_factory.mktemp("run") / "epoch_1.pt")
+
+
+def error_line(capsys, argv: list[str]) -> str:
+    """The one line that `main(argv)` writes to stderr before it exits with status 2."""
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    return error
 
 
 def sample_command(*args) -> list[str]:
@@ -22,7 +57,8 @@ def test_the_command_line_draws_the_workflows_samples(tiny_run, tmp_path):
     checkpoint = tiny_run / "results" / "base" / "checkpoints" / "epoch_2.pt"
     out = tmp_path / "samples.npy"
     subprocess.run(sample_command(checkpoint, "--num-samples", sampling["num_samples"], "--out", out, "--sampler", "ddim",
-                                  "--steps", sampling["steps"], "--batch-size", sampling["batch_size"]),
+                                  "--steps", sampling["steps"], "--eta", sampling.get("eta", 0),  # the schema's default
+                                  "--batch-size", sampling["batch_size"]),
                    env=ONE_THREAD_ENV, cwd=ROOT, check=True, capture_output=True)
     assert np.array_equal(np.load(out), np.load(tiny_run / "results" / "base" / "samples" / "epoch_2.npy"))
     grid = tmp_path / "grid.png"
@@ -37,28 +73,131 @@ def test_the_command_line_draws_the_workflows_samples(tiny_run, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--num-samples", "0", "--out", "x.npy"], "argument --num-samples: must be an integer >= 1, got '0'"),
     (["--num-samples", "4", "--out", "x.jpg"], "argument --out: must end in .png or .npy, got 'x.jpg'"),
-    (["--num-samples", "4", "--out", "x.npy", "--steps", "5"], "argument --steps: applies to the samplers ddim, "
-                                                               "dpm_solver and dpm_solver_sde only"),
+    (["--num-samples", "4", "--out", "x.npy", "--sampler", "ancestral", "--steps", "5"],
+     "argument --steps: applies to the samplers ddim, dpm_solver and dpm_solver_sde only"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "dpm_solver", "--eta", "0.5"],
      "argument --eta: applies to --sampler ddim only"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "ddim", "--eta", "2"], "argument --eta: must be in [0, 1], got 2.0"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "euler"], "argument --sampler: invalid choice: 'euler'"),
     (["--num-samples", "4", "--out", "x.npy"], "argument checkpoint: checkpoint {missing} does not exist"),
 ])
-def test_bad_arguments_get_one_line_naming_the_argument(tmp_path, capsys, args, message):
+def test_bad_arguments_get_one_line_naming_the_argument(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
     missing = tmp_path / "missing.pt"
-    with pytest.raises(SystemExit) as exit_status:
-        main([str(missing), *args])
-    assert exit_status.value.code == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and message.format(missing=missing) in error, error
+    error = error_line(capsys, [str(missing), *args])
+    assert message.format(missing=missing) in error, error
 
 
-def test_steps_beyond_the_checkpoints_timesteps_are_refused_by_name(tiny_run, capsys):
-    checkpoint = tiny_run / "results" / "base" / "checkpoints" / "epoch_1.pt"
+def never_sample(*args, **kwargs):
+    raise AssertionError("sampled although an argument was wrong")
+
+
+def test_steps_beyond_the_checkpoints_timesteps_are_refused_by_name(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sampling, "generate", never_sample)
+    error = error_line(capsys, [str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "x.npy"),
+                                "--steps", "21"])
+    assert error == (f"ddpm-sample: error: argument --steps: must be at most the checkpoint's num_timesteps ({T}), "
+                     "got 21\n")
+
+
+def foreign_files(folder: Path) -> dict[str, Path]:
+    """Files that a user may take for a checkpoint, by what they are."""
+    classifier = {"hparams": {"channels": 1}, "model": {"w": torch.ones(2)}, "val_accuracy": 0.9, "num_train": 8,
+                  "num_val": 2, "training": {"epochs": 1}}  # what ddpm.metrics saves for the FID classifier
+    resume = {"fingerprint": "0f", "world_size": 1, "step": 10, "elapsed_seconds": 1.0, "model": {}, "optimizer": {},
+              "rng": [None], "ema": None}
+    Image.new("L", (8, 8)).save(folder / "grid.png")
+    return {"classifier": save_checkpoint(classifier, folder / "classifier.pt"),
+            "resume state": save_checkpoint(resume, folder / "state_000000010.pt"),
+            "tensor": save_checkpoint(torch.zeros(3), folder / "tensor.pt"),
+            "python object": save_checkpoint(TrainConfig(), folder / "object.pt"),
+            "png": folder / "grid.png",
+            "old config": epoch_checkpoint(folder / "old.pt", ddim_steps=50)}
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("classifier", "was not saved by training: it has no config, channels, image_size, ema; "
+                   "sample results/<run>/checkpoints/epoch_<E>.pt"),
+    ("resume state", "is a resume state of training, not an epoch checkpoint: sample "
+                     "results/<run>/checkpoints/epoch_<E>.pt"),
+    ("tensor", "holds a Tensor, not the dict that training saves at an epoch"),
+    ("python object", "was not saved by training: it holds Python objects other than tensors"),
+    ("png", "is not a PyTorch checkpoint: torch.save writes a zip archive"),
+    ("old config", "holds a training config that this version of ddpm cannot read: unknown config keys ['ddim_steps']"),
+])
+def test_a_file_that_is_not_an_epoch_checkpoint_is_named_in_one_line(tmp_path, capsys, kind, message):
+    path = foreign_files(tmp_path)[kind]
+    error = error_line(capsys, [str(path), "--num-samples", "2", "--out", str(tmp_path / "x.npy")])
+    assert error.startswith(f"ddpm-sample: error: argument checkpoint: checkpoint {path} {message}"), error
+    assert "weights_only" not in error
+
+
+@pytest.mark.parametrize("out, message", [
+    ("/proc/x.npy", "argument --out: cannot create a file in /proc: "),
+    ("{tmp}/file.txt/x.npy", "argument --out: cannot create a file in {tmp}/file.txt: Not a directory"),
+    ("{tmp}/folder.png", "argument --out: '{tmp}/folder.png' is a folder"),
+])
+def test_the_output_is_checked_before_sampling(checkpoint, tmp_path, monkeypatch, capsys, out, message):
+    if out.startswith("/proc") and not Path("/proc").is_dir():
+        pytest.skip("no /proc")
+    (tmp_path / "file.txt").write_text("")
+    (tmp_path / "folder.png").mkdir()
+    monkeypatch.setattr(sampling, "generate", never_sample)
+    error = error_line(capsys, [str(checkpoint), "--num-samples", "2", "--out", out.format(tmp=tmp_path)])
+    assert message.format(tmp=tmp_path) in error, error
+
+
+def test_a_missing_output_folder_is_made(checkpoint, tmp_path, capsys):
+    main([str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "new" / "x.npy")])
+    assert np.load(tmp_path / "new" / "x.npy").shape == (2, 1, 8, 8)
+
+
+def test_cuda_without_a_gpu_is_refused_by_name(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sampling, "generate", never_sample)
+    error = error_line(capsys, [str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "x.npy"),
+                                "--device", "cuda"])
+    assert error == ("ddpm-sample: error: argument --device: cuda, but no CUDA GPU is visible: use --device auto "
+                     "or cpu\n")
+
+
+def test_ctrl_c_stops_with_one_line_and_leaves_the_output_alone(checkpoint, tmp_path):
+    out = tmp_path / "x.npy"
+    out.write_bytes(b"earlier samples")
+    code = textwrap.dedent(f"""
+        import signal, ddpm.sampling
+        def interrupted(*args, **kwargs):
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C, while sampling
+        ddpm.sampling.generate = interrupted
+        ddpm.sampling.main([{str(checkpoint)!r}, "--num-samples", "2", "--out", {str(out)!r}])
+    """)
+    result = subprocess.run([sys.executable, "-c", code], env=ONE_THREAD_ENV, cwd=ROOT, capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (130, f"ddpm-sample: interrupted, {out} not written\n")
+    assert out.read_bytes() == b"earlier samples"
+
+
+def test_the_defaults_are_the_default_runs_sampling(checkpoint, tmp_path, capsys):
+    """DDIM with the default config's steps (at most the checkpoint's T) and eta, said so by --help."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["sampling"]
+    assert (sampling.DEFAULT_SAMPLER, DEFAULT_STEPS, sampling.DEFAULT_ETA) == (config["sampler"], config["steps"],
+                                                                              config["eta"])
+    main([str(checkpoint), "--num-samples", "3", "--out", str(tmp_path / "default.npy")])
+    main([str(checkpoint), "--num-samples", "3", "--out", str(tmp_path / "ddim.npy"), "--sampler", "ddim",
+          "--steps", str(T), "--eta", str(config["eta"])])
+    assert np.array_equal(np.load(tmp_path / "default.npy"), np.load(tmp_path / "ddim.npy"))
     with pytest.raises(SystemExit):
-        main([str(checkpoint), "--num-samples", "2", "--out", "x.npy", "--sampler", "ddim", "--steps", "21"])
-    assert capsys.readouterr().err == "ddpm-sample: error: argument --steps: steps must be an integer in [1, 20], got 21\n"
+        main(["--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    for default in (f"(default {config['sampler']})", f"(default {config['steps']}, or T when it is smaller)",
+                    f"(default {config['eta']})"):
+        assert default in usage
+
+
+def test_sampling_loads_no_plotting_library():
+    """A sample job or ddpm-sample does not spend seconds importing matplotlib and pandas."""
+    code = "import sys, ddpm.sampling; print(sorted(m for m in ('matplotlib', 'pandas') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("script, usage", [("ddpm-sample", "usage: ddpm-sample "), ("ddpm-train", "usage: ")])
