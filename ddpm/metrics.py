@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
-from ddpm.checks import EXTRACTORS, check_choice
+from ddpm.checks import EXTRACTORS, METRICS, check_choice
 from ddpm.data import load_dataset, to_model_range
 from ddpm.files import atomic_write
 from ddpm.models import resolve_device
@@ -207,6 +207,32 @@ def feature_statistics(features: torch.Tensor) -> dict:
     return {"mu": mu, "sigma": sigma, "num_images": n}
 
 
+def class_balanced_statistics(features: torch.Tensor, labels: torch.Tensor, class_mix: torch.Tensor) -> dict:
+    """feature_statistics of `features` (N, d) with each sample weighted so that the classes' shares match
+    `class_mix` (K,), the reference's: sample i of class c = `labels[i]` weighs class_mix[c] / n_c, renormalised
+    over the classes present. A weighted mean and the unbiased weighted covariance (reliability weights w summing to
+    1: sum_i w_i (x_i - mu)(x_i - mu)^T / (1 - sum_i w_i^2)); `num_images` is Kish's effective size 1 / sum_i w_i^2.
+
+    The class mix of N samples varies from draw to draw like a multinomial, and in a classifier's feature space,
+    where the classes lie far apart, that moves the mean: balancing removes this variation (and any systematic
+    error of the mix, which `class_mix_error` reports instead)."""
+    counts = torch.bincount(labels, minlength=len(class_mix)).double()
+    share = torch.where(counts > 0, class_mix.double(), 0.0)
+    weights = (share / counts.clamp(min=1))[labels]
+    weights = weights / weights.sum()
+    mu = weights @ features.double()
+    centered = features.double() - mu
+    sigma = (centered * weights[:, None]).T @ centered / (1 - weights.square().sum())
+    return {"mu": mu, "sigma": sigma, "num_images": float(1 / weights.square().sum())}
+
+
+def class_mix_error(labels: torch.Tensor, class_mix: torch.Tensor) -> float:
+    """The total variation distance between the class shares of `labels` and `class_mix`: half the sum of the
+    absolute differences, 0 for the same mix, 1 for disjoint ones."""
+    counts = torch.bincount(labels, minlength=len(class_mix)).double()
+    return float((counts / counts.sum() - class_mix.double()).abs().sum() / 2)
+
+
 def frechet_distance(a: dict, b: dict) -> float:
     """The Fréchet distance between the Gaussians of two feature_statistics (Heusel et al. 2017):
     ||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^(1/2)).
@@ -295,53 +321,115 @@ def reference_statistics(data_dir: str | Path, output: str | Path, extractor: st
     position = torch.empty(len(images), dtype=torch.long)
     position[reference] = torch.arange(len(reference))  # dataset row -> row of `features`
     start = time.perf_counter()
-    features = extract_features(load_extractor(extractor, classifier, resolve_device(device)), images[reference], batch_size)
+    network = load_extractor(extractor, classifier, resolve_device(device))
+    features = extract_features(network, images[reference], batch_size)
     stats = {**feature_statistics(features), "extractor": extractor, "image_shape": list(images.shape[1:]),
-             "features": features[position[kept]].clone(), "feature_indices": kept.clone()}
+             "features": features[position[kept]].clone(), "feature_indices": kept.clone(),
+             "class_mix": _predicted_class_mix(network, features)}
     save_checkpoint(stats, output)
     log(f"{extractor} statistics of {len(reference)} images ({features.shape[1]} features), {len(kept)} of their "
         f"features kept for precision and recall, in {time.perf_counter() - start:.1f} s")
     return stats
 
 
-def evaluate_samples(samples: str | Path, reference: str | Path, data_dir: str | Path, output: str | Path,
-                     experiment: str, epoch: int, extractor: str, classifier: str | Path | None = None,
-                     batch_size: int = 64, device: str = "auto", log=print) -> dict:
-    """Score the uint8 samples saved at `samples` (N, C, H, W .npy): FID against the reference statistics, improved
-    precision and recall (k = PR_NEIGHBOURS) against the reference features, both in the extractor's feature
-    space, and the memorisation rate against the prepared dataset's images in `data_dir` (the training set), in
-    pixel space. Writes the metric row (experiment, epoch, fid, precision, recall, memorisation, extractor,
-    num_samples, num_reference, num_reference_features) to `output` as JSON and returns it. Precision and recall
-    are null when either set has no more than k points."""
+def predicted_labels(extractor: nn.Module, features: torch.Tensor) -> torch.Tensor | None:
+    """The classes that the FID classifier assigns to its own `features` (N, d); None for an extractor that is no
+    classifier (inception)."""
+    if not isinstance(extractor, Classifier):
+        return None
+    with torch.inference_mode():
+        return extractor.head(features.to(next(extractor.parameters()).device)).argmax(1).cpu()
+
+
+def _predicted_class_mix(extractor: nn.Module, features: torch.Tensor) -> torch.Tensor | None:
+    """The share of each class among the classifier's labels of `features` (float64, (K,)); None without one."""
+    labels = predicted_labels(extractor, features)
+    if labels is None:
+        return None
+    return torch.bincount(labels, minlength=extractor.hparams["num_classes"]).double() / len(labels)
+
+
+def score_draw(images: torch.Tensor, reference_stats: dict, extractor: nn.Module, training: torch.Tensor,
+               batch_size: int = 64) -> dict:
+    """METRICS of one draw of uint8 `images` (N, C, H, W): FID against the reference statistics; with the FID
+    classifier, FID with the draw's class mix balanced to the reference's (`class_balanced_statistics`) and the
+    class-mix error (None with inception); improved precision and recall (k = PR_NEIGHBOURS) against the
+    reference features (None when either set has no more than k points); the memorisation rate against the
+    training images, in pixel space."""
+    features = extract_features(extractor, images, batch_size)
+    labels, class_mix = predicted_labels(extractor, features), reference_stats.get("class_mix")
+    balanced = labels is not None and class_mix is not None
+    real = reference_stats["features"]
+    precision = recall = None
+    if min(len(real), len(features)) > PR_NEIGHBOURS:
+        precision, recall = precision_recall(real.to(images.device), features, PR_NEIGHBOURS)
+    return {"fid": frechet_distance(feature_statistics(features), reference_stats),
+            "fid_balanced": (frechet_distance(class_balanced_statistics(features, labels, class_mix), reference_stats)
+                             if balanced else None),
+            "class_mix_error": class_mix_error(labels, class_mix) if balanced else None,
+            "precision": precision, "recall": recall,
+            "memorisation": memorisation_rate(images.to(next(extractor.parameters()).device), training)}
+
+
+def mean_and_standard_error(draws: list[dict]) -> dict:
+    """Each metric's mean over the draws and, as `<metric>_sampling_se`, its standard error from them: the sample
+    standard deviation over draws / sqrt(number of draws), None from one draw (or where a draw has no value)."""
+    row = {}
+    for metric in METRICS:
+        values = [draw[metric] for draw in draws]
+        defined = None not in values
+        row[metric] = float(np.mean(values)) if defined else None
+        row[f"{metric}_sampling_se"] = (float(np.std(values, ddof=1) / np.sqrt(len(values)))
+                                        if defined and len(values) > 1 else None)
+    return row
+
+
+def evaluate_samples(samples: str | Path | list[str | Path], reference: str | Path, data_dir: str | Path,
+                     output: str | Path, experiment: str, epoch: int, extractor: str,
+                     classifier: str | Path | None = None, batch_size: int = 64, device: str = "auto",
+                     log=print) -> dict:
+    """Score the uint8 samples saved at `samples` (one .npy of (N, C, H, W), or a list of them: independent
+    draws of the same size, one per sampling seed) with `score_draw`, in the extractor's feature space against
+    the reference statistics and in pixel space against the prepared dataset's images in `data_dir` (the training
+    set). Writes the metric row to `output` as JSON and returns it: experiment, epoch, each of METRICS as its mean
+    over the draws with its `_sampling_se`, extractor, num_samples (per draw), sampling_draws, num_reference,
+    num_reference_features."""
     check_extractor(extractor)
+    paths = [samples] if isinstance(samples, (str, Path)) else list(samples)
     reference_stats = load_checkpoint(reference)
     if reference_stats["extractor"] != extractor:
         raise ValueError(f"reference statistics {reference} were made with extractor "
                          f"{reference_stats['extractor']!r}, not {extractor!r}")
-    if "features" not in reference_stats:
-        raise ValueError(f"reference statistics {reference} hold no features for precision and recall: "
-                         "they come from an older version; delete the file and run the workflow again")
-    images = torch.from_numpy(np.load(samples))
-    if images.dtype != torch.uint8 or images.ndim != 4 or list(images.shape[1:]) != reference_stats["image_shape"]:
-        raise ValueError(f"samples {samples} must be uint8 (N, {', '.join(map(str, reference_stats['image_shape']))}) "
-                         f"like the dataset, got {images.dtype} {tuple(images.shape)}")
+    if "features" not in reference_stats or "class_mix" not in reference_stats:
+        raise ValueError(f"reference statistics {reference} hold no features or class mix: they come from an older "
+                         "version; delete the file and run the workflow again")
+    draws = [torch.from_numpy(np.load(path)) for path in paths]
+    for path, images in zip(paths, draws):
+        if images.dtype != torch.uint8 or images.ndim != 4 or list(images.shape[1:]) != reference_stats["image_shape"]:
+            raise ValueError(f"samples {path} must be uint8 (N, {', '.join(map(str, reference_stats['image_shape']))}) "
+                             f"like the dataset, got {images.dtype} {tuple(images.shape)}")
+    if len({len(images) for images in draws}) > 1:
+        raise ValueError(f"the draws {', '.join(map(str, paths))} differ in size: {[len(d) for d in draws]}")
     training, _ = load_dataset(data_dir)
     start = time.perf_counter()
     device = resolve_device(device)
-    features = extract_features(load_extractor(extractor, classifier, device), images, batch_size)
-    fid = frechet_distance(feature_statistics(features), reference_stats)
-    real = reference_stats["features"]
-    precision = recall = None
-    if min(len(real), len(features)) > PR_NEIGHBOURS:
-        precision, recall = precision_recall(real.to(device), features, PR_NEIGHBOURS)
-    memorisation = memorisation_rate(images.to(device), training)
-    row = {"experiment": experiment, "epoch": epoch, "fid": fid, "precision": precision, "recall": recall,
-           "memorisation": memorisation, "extractor": extractor, "num_samples": len(images),
-           "num_reference": reference_stats["num_images"], "num_reference_features": len(real)}
+    network = load_extractor(extractor, classifier, device)
+    scores = [score_draw(images.to(device), reference_stats, network, training, batch_size) for images in draws]
+    row = {"experiment": experiment, "epoch": epoch, **mean_and_standard_error(scores), "extractor": extractor,
+           "num_samples": len(draws[0]), "sampling_draws": len(draws), "num_reference": reference_stats["num_images"],
+           "num_reference_features": len(reference_stats["features"])}
     atomic_write(output, lambda f: f.write(json.dumps(row, indent=2).encode()))
-    quality = ("precision, recall undefined (too few points)" if precision is None
-               else f"precision {precision:.4f}, recall {recall:.4f}")
-    log(f"{experiment} epoch {epoch}: FID {fid:.4f}, {quality} ({extractor}, {len(images)} samples vs "
-        f"{row['num_reference']} images, {len(real)} for precision and recall), memorisation {memorisation:.4f} "
-        f"(against {len(training)} training images) in {time.perf_counter() - start:.1f} s")
+    log(f"{experiment} epoch {epoch}, {len(draws)} draw(s) of {len(draws[0])} samples ({extractor}, against "
+        f"{row['num_reference']} images, {row['num_reference_features']} for precision and recall, "
+        f"{len(training)} training images for memorisation) in {time.perf_counter() - start:.1f} s:")
+    for metric in METRICS:
+        log(f"  {metric}: {_plus_minus(row[metric], row[f'{metric}_sampling_se'])}  "
+            f"(draws: {', '.join(_plus_minus(score[metric]) for score in scores)})")
     return row
+
+
+def _plus_minus(value: float | None, error: float | None = None) -> str:
+    """'4.123 ± 0.210', '4.123' without an error, 'undefined' without a value."""
+    if value is None:
+        return "undefined"
+    return f"{value:.4f}" if error is None else f"{value:.4f} ± {error:.4f}"

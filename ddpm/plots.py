@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -67,16 +67,22 @@ def _fid_scale(axes, fids: Iterable[float]) -> None:
         axes.ticklabel_format(axis="y", style="plain", useOffset=False)
 
 
+NOT_COMPARABLE = "warning: the experiments train different objectives, so their losses are not comparable"
+
+
 def smooth(values: pd.Series, window: int) -> pd.Series:
     """A centred rolling mean, so curves of noisy per-step losses can be compared."""
     return values.rolling(window, min_periods=1, center=True).mean()
 
 
-def loss_figure(losses: pd.DataFrame, labels: dict[str, str]) -> Figure:
+def loss_figure(losses: pd.DataFrame, labels: dict[str, str], objectives: dict[str, str]) -> Figure:
     """Every experiment's loss against step on one log-scale figure: the mean over its seeds raw (faint) and
     smoothed (bold), and, with several seeds, a band from the lowest to the highest seed's smoothed loss. `labels`
-    maps each experiment, in config order, to its legend entry; it also fixes the colours (`experiment_colors`)."""
+    maps each experiment, in config order, to its legend entry; it also fixes the colours (`experiment_colors`).
+    `objectives` maps each experiment to what its loss measures (`ddpm.experiments.loss_objective`): one objective
+    labels the axis; several are named in the legend, with a warning that their losses are not comparable."""
     colors = experiment_colors(labels)
+    comparable = len(set(objectives.values())) == 1
     figure, axes = plt.subplots(figsize=(8, 5))
     several_seeds = False
     for name in labels:
@@ -90,17 +96,22 @@ def loss_figure(losses: pd.DataFrame, labels: dict[str, str]) -> Figure:
             axes.fill_between(by_seed.index, smoothed.min(axis=1), smoothed.max(axis=1), color=colors[name],
                               alpha=0.2, linewidth=0)
             label = f"{label}, {by_seed.shape[1]} seeds"
+        if not comparable:
+            label = f"{label} [{objectives[name]}]"
         axes.plot(by_seed.index, mean, color=colors[name], alpha=0.2, linewidth=0.8)
         axes.plot(by_seed.index, smooth(mean, window), color=colors[name], linewidth=2, label=label)
     title = "Training loss: mean over seeds, band from min to max seed" if several_seeds else "Training loss"
-    axes.set(xlabel="step", ylabel="training loss (MSE on the noise)", yscale="log", title=title)
+    if not comparable:
+        title += f"\n{NOT_COMPARABLE}"
+    ylabel = f"training loss ({next(iter(objectives.values()))})" if comparable else "training loss"
+    axes.set(xlabel="step", ylabel=ylabel, yscale="log", title=title)
     axes.grid(True, which="both", alpha=0.3)
     _legend_below(axes)
     return figure
 
 
-def plot_losses(losses: pd.DataFrame, labels: dict[str, str], path: str | Path) -> None:
-    _save_figure(loss_figure(losses, labels), path)
+def plot_losses(losses: pd.DataFrame, labels: dict[str, str], objectives: dict[str, str], path: str | Path) -> None:
+    _save_figure(loss_figure(losses, labels, objectives), path)
 
 
 def montage_figure(grids: dict[str, dict[int, str | Path]], labels: dict[str, str]) -> Figure:
@@ -134,10 +145,11 @@ def _metric_lines(axes, metrics: pd.DataFrame, labels: dict[str, str], column: s
                   markers: dict[tuple[str, int], tuple[str, bool]]) -> tuple[list[Line2D], bool]:
     """`column` against epoch on `axes`, one line per experiment in its colour (`experiment_colors(labels)`): the
     mean over its seeds, a marker per point from `markers` by the epoch's (extractor, fewest samples), and error
-    bars of ±1 standard deviation over seeds where it has several. Returns the lines, for the legend, and whether
-    any point had several seeds."""
+    bars of ±1 standard deviation over seeds where it has several, else of ±1 standard error over its sampling
+    draws (`<column>_sampling_se`) where it has several. Returns the lines, for the legend, and what the error bars
+    show (ERROR_BARS' keys that occur)."""
     colors = experiment_colors(labels)
-    several_seeds = False
+    shown = set()
     lines = []
     for name in labels:
         runs = metrics[metrics["experiment"] == name]
@@ -149,33 +161,43 @@ def _metric_lines(axes, metrics: pd.DataFrame, labels: dict[str, str], column: s
             marker, filled = markers[key]
             axes.plot(epochs, values.loc[epochs, "mean"], linestyle="none", marker=marker, color=colors[name],
                       markerfacecolor=colors[name] if filled else "none", label="_nolegend_")
-        if (values["count"] > 1).any():
-            several_seeds = True
-            axes.errorbar(values.index, values["mean"], yerr=values["std"].fillna(0.0), fmt="none",
-                          ecolor=colors[name], capsize=3)
-    return lines, several_seeds
+        sampling_se = runs.groupby("epoch")[f"{column}_sampling_se"].first()
+        errors = values["std"].where(values["count"] > 1, sampling_se.where(values["count"] == 1))
+        shown |= {"seeds" if count > 1 else "draws" for count, error in zip(values["count"], errors) if error == error}
+        if errors.notna().any():
+            axes.errorbar(values.index, values["mean"], yerr=errors.fillna(0.0), fmt="none", ecolor=colors[name],
+                          capsize=3)
+    return lines, shown
 
 
-def _epoch_axis(axes) -> None:
-    """Integer epoch ticks and a grid on both axes."""
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+ERROR_BARS = {"seeds": "mean over seeds, error bars ±1 std over seeds",
+              "draws": "error bars ±1 standard error over sampling draws"}
+
+
+def _error_bar_note(shown: set[str]) -> str:
+    """A title's last line, saying what the error bars show; empty without error bars."""
+    return "\n" + "; ".join(ERROR_BARS[key] for key in ERROR_BARS if key in shown) if shown else ""
+
+
+def _epoch_axis(axes, epochs: Iterable[int]) -> None:
+    """A tick at each sample epoch and a grid on both axes."""
+    axes.set_xticks(sorted(set(epochs)))
     axes.grid(True, which="both", alpha=0.3)
 
 
 def fid_figure(metrics: pd.DataFrame, labels: dict[str, str]) -> Figure:
     """FID against epoch, one line per experiment (colours as `experiment_colors(labels)`), on integer epoch ticks:
-    the mean over its seeds, with error bars of ±1 standard deviation over seeds where it has several. FIDs from
+    the mean over its seeds, with error bars as `_metric_lines` draws them (over seeds, else over draws). FIDs from
     fewer samples than the extractor's most are biased upwards: their points are hollow (see `_sample_markers`);
     the title names each extractor and sample count once, the legend each marker."""
     markers = _sample_markers(metrics)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    handles, several_seeds = _metric_lines(axes, metrics, labels, "fid", markers)
+    handles, shown = _metric_lines(axes, metrics, labels, "fid", markers)
     if len(markers) > 1:
         handles += _marker_legend(markers)
-    title = f"FID ({_fid_title(markers)})" + ("\nmean over seeds, error bars ±1 std" if several_seeds else "")
-    axes.set(xlabel="epoch", ylabel="FID (lower is better)", title=title)
+    axes.set(xlabel="epoch", ylabel="FID (lower is better)", title=f"FID ({_fid_title(markers)})" + _error_bar_note(shown))
     _fid_scale(axes, metrics.groupby(["experiment", "epoch"])["fid"].mean())
-    _epoch_axis(axes)
+    _epoch_axis(axes, metrics["epoch"])
     _legend_below(axes, handles)
     return figure
 
@@ -198,17 +220,17 @@ def quality_figure(metrics: pd.DataFrame, labels: dict[str, str], k: int = 3) ->
     markers = _sample_markers(metrics)
     figure, panels = plt.subplots(1, len(QUALITY_PANELS), figsize=(4.2 * len(QUALITY_PANELS), 4.2),
                                   layout="constrained")
-    several_seeds = False
+    shown = set()
     for axes, (column, (title, ylabel)) in zip(panels, QUALITY_PANELS.items()):
-        handles, several = _metric_lines(axes, metrics, labels, column, markers)
-        several_seeds |= several
+        handles, panel_shown = _metric_lines(axes, metrics, labels, column, markers)
+        shown |= panel_shown
         axes.set(xlabel="epoch", ylabel=ylabel, title=title.format(k=k), ylim=(-0.03, 1.03))
-        _epoch_axis(axes)
+        _epoch_axis(axes, metrics["epoch"])
     if len(markers) > 1:
         handles += _marker_legend(markers, smaller=FEWER_SAMPLES)
     figure.legend(handles=handles, loc="outside lower center", frameon=False)
     figure.suptitle(f"Precision, recall and memorisation ({_fid_title(markers, smaller=FEWER_SAMPLES)})"
-                    + ("\nmean over seeds, error bars ±1 std" if several_seeds else ""))
+                    + _error_bar_note(shown))
     return figure
 
 

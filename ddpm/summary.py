@@ -1,19 +1,19 @@
 """The summary over seeds: one row per experiment and sample epoch, ranked by the last epoch's mean FID, and
-whether the best experiment's lead over the second is larger than the seed-to-seed spread (Welch's t-test)."""
+whether the best experiment's lead over the second is larger than the noise of training and sampling seeds
+(Welch's t-test over every draw)."""
 
 import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
 
 import pandas as pd
-from scipy.stats import ttest_ind
+from scipy.stats import ttest_ind_from_stats
 
+from ddpm.checks import METRICS
 from ddpm.files import atomic_write, write_csv
 
-QUALITY = ("precision", "recall", "memorisation")  # the metric columns beside FID, summarised like it
-SIGNIFICANCE = 0.05  # the p-value below which a lead counts as larger than the seed-to-seed spread
+SIGNIFICANCE = 0.05  # the p-value below which a lead counts as larger than the noise
 
 
 def epoch_statistics(losses: pd.DataFrame) -> pd.DataFrame:
@@ -39,20 +39,28 @@ def epoch_statistics(losses: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict] | None = None) -> pd.DataFrame:
+def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict] | None = None,
+              objectives: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per experiment and sample epoch: `rank` (by the last sample epoch's mean FID, 1 = lowest), the
     experiment, its swept values (from `swept`: experiment -> field -> value), `epoch`, `seeds` (how many runs),
-    mean and sample standard deviation over seeds of FID, of precision, recall and memorisation (QUALITY) and of
-    the epoch's loss, and the mean `train_seconds` and `images_per_second` (see `epoch_statistics`). The std is
-    empty for one seed."""
-    runs = metrics[["experiment", "seed", "epoch", "fid", *QUALITY]].merge(
+    for each of METRICS its mean and sample standard deviation over seeds and `<metric>_sampling_se`, the standard
+    error that sampling leaves in that mean (sqrt(sum of the runs' squared standard errors) / seeds), then the mean
+    and std of the epoch's loss and, from `objectives` (experiment -> what its loss measures), `loss_objective`,
+    and the mean `train_seconds` and `images_per_second` (see `epoch_statistics`). The std is empty for one seed,
+    the sampling error for one draw."""
+    runs = metrics[["experiment", "seed", "epoch", *METRICS, *(f"{m}_sampling_se" for m in METRICS)]].merge(
         epoch_statistics(losses), on=["experiment", "seed", "epoch"], how="left", validate="one_to_one")
-    spreads = {f"{column}_{statistic}": (column, statistic) for column in QUALITY for statistic in ("mean", "std")}
+    columns = {}
+    for metric in METRICS:
+        columns |= {f"{metric}_mean": (metric, "mean"), f"{metric}_std": (metric, "std"),
+                    f"{metric}_sampling_se": (f"{metric}_sampling_se", _mean_standard_error)}
     summary = runs.groupby(["experiment", "epoch"], sort=False).agg(
-        seeds=("seed", "count"), fid_mean=("fid", "mean"), fid_std=("fid", "std"), **spreads,
+        seeds=("seed", "count"), **columns,
         final_loss_mean=("final_loss", "mean"), final_loss_std=("final_loss", "std"),
         train_seconds=("train_seconds", "mean"), images_per_second=("images_per_second", "mean"),
     ).reset_index()
+    summary.insert(summary.columns.get_loc("final_loss_std") + 1, "loss_objective",
+                   summary["experiment"].map(objectives or {}))
     last = summary[summary["epoch"] == summary["epoch"].max()]
     ranks = last.sort_values(["fid_mean", "experiment"])["experiment"].tolist()
     summary.insert(0, "rank", summary["experiment"].map({name: i + 1 for i, name in enumerate(ranks)}))
@@ -63,43 +71,78 @@ def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict
     return summary.sort_values(["rank", "epoch"], ignore_index=True)
 
 
+def _mean_standard_error(errors: pd.Series) -> float:
+    """The standard error of a mean over runs whose own standard errors are `errors`; NaN if one is missing."""
+    return math.sqrt((errors ** 2).sum()) / len(errors) if errors.notna().all() else math.nan
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One experiment's FIDs at an epoch, as Welch's t-test takes them: the mean, standard deviation and number of
+    every draw of every seed (`seeds` runs of `draws` draws each)."""
+
+    mean: float
+    std: float
+    seeds: int
+    draws: int
+
+    @property
+    def count(self) -> int:
+        return self.seeds * self.draws
+
+    def described(self) -> str:
+        draws = "" if self.draws == 1 else f" x {self.draws} sampling draws"
+        return f"{self.mean:.4g} over {_seeds(self.seeds)}{draws}"
+
+    @classmethod
+    def of_runs(cls, runs: pd.DataFrame) -> "Scores":
+        """From the runs' metric rows: each run's mean FID over its draws, its standard error and its number of
+        draws give back the draws' sum of squares within runs, K (K - 1) se^2, to which the runs' spread around the
+        overall mean adds K sum (mean_run - mean)^2 (one-way ANOVA's decomposition)."""
+        draws = int(runs["sampling_draws"].iloc[0])
+        mean = float(runs["fid"].mean())
+        within = (draws * (draws - 1) * runs["fid_sampling_se"] ** 2).sum() if draws > 1 else 0.0
+        between = draws * ((runs["fid"] - mean) ** 2).sum()
+        count = len(runs) * draws
+        std = math.sqrt((within + between) / (count - 1)) if count > 1 else math.nan
+        return cls(mean, std, len(runs), draws)
+
+
 @dataclass(frozen=True)
 class Lead:
-    """The best experiment's lead over the second at the last sample epoch, tested against the seed-to-seed spread
-    with Welch's t-test (unequal variances); `p_value` is None with fewer than 2 seeds, NaN when neither experiment's
-    FID varies over seeds. Equal mean FIDs (bit-identical runs, say) are a tie, not a lead."""
+    """The best experiment's lead over the second at the last sample epoch, tested against the noise of training
+    and sampling seeds with Welch's t-test (unequal variances) over every draw of every seed; `p_value` is None
+    with a single FID per experiment, NaN when neither experiment's FID varies. Equal mean FIDs (bit-identical runs,
+    say) are a tie, not a lead."""
 
     epoch: int
     best: str
     second: str
-    best_fids: tuple[float, ...]
-    second_fids: tuple[float, ...]
+    best_scores: Scores
+    second_scores: Scores
     t_statistic: float | None
     p_value: float | None
 
     @property
     def tied(self) -> bool:
         """Nothing separates the two: their mean FIDs are equal."""
-        return fmean(self.best_fids) == fmean(self.second_fids)
+        return self.best_scores.mean == self.second_scores.mean
 
     def sentence(self) -> str:
-        best, second = fmean(self.best_fids), fmean(self.second_fids)
+        best, second = self.best_scores, self.second_scores
         if self.tied:
-            seeds = (f"{_seeds(len(self.best_fids))} each" if len(self.best_fids) == len(self.second_fids)
-                     else f"{len(self.best_fids)} and {_seeds(len(self.second_fids))}")
             return (f"At epoch {self.epoch}, {self.best} and {self.second} are tied for the lowest mean FID "
-                    f"({best:.4g} over {seeds}): nothing separates them.")
-        lead = (f"At epoch {self.epoch}, {self.best} has the lowest mean FID ({best:.4g} over "
-                f"{_seeds(len(self.best_fids))}), {second - best:.4g} below {self.second} ({second:.4g} over "
-                f"{_seeds(len(self.second_fids))}).")
+                    f"({best.described()} and {second.described()}): nothing separates them.")
+        lead = (f"At epoch {self.epoch}, {self.best} has the lowest mean FID ({best.described()}), "
+                f"{second.mean - best.mean:.4g} below {self.second} ({second.described()}).")
         if self.p_value is None:
-            return f"{lead} Whether this lead exceeds the seed-to-seed spread needs >= 2 seeds."
+            return f"{lead} Whether this lead exceeds the noise needs >= 2 seeds or sampling draws."
         if math.isnan(self.p_value):
-            return f"{lead} Welch's t-test is undefined: neither experiment's FID varies over seeds."
-        verdict = ("exceeds the seed-to-seed spread" if self.p_value < SIGNIFICANCE
-                   else "does not exceed the seed-to-seed spread")
-        return (f"{lead} The lead {verdict}: Welch's t-test t = {self.t_statistic:.3g}, p = {self.p_value:.3g} "
-                f"(significant below {SIGNIFICANCE}).")
+            return f"{lead} Welch's t-test is undefined: neither experiment's FID varies."
+        noise = "the seed-to-seed and sampling noise" if max(best.seeds, second.seeds) > 1 else "the sampling noise"
+        verdict = f"exceeds {noise}" if self.p_value < SIGNIFICANCE else f"is within {noise}"
+        return (f"{lead} The lead {verdict}: Welch's t-test over every draw t = {self.t_statistic:.3g}, "
+                f"p = {self.p_value:.3g} (significant below {SIGNIFICANCE}).")
 
 
 def _seeds(count: int) -> str:
@@ -107,25 +150,39 @@ def _seeds(count: int) -> str:
 
 
 def best_lead(metrics: pd.DataFrame) -> Lead | None:
-    """Welch's t-test (scipy.stats.ttest_ind, equal_var=False) between the FIDs over seeds of the two experiments
-    with the lowest mean FID at the last sample epoch; None with a single experiment."""
+    """Welch's t-test (scipy.stats.ttest_ind_from_stats, equal_var=False) between the FIDs of every draw of every
+    seed (`Scores.of_runs`) of the two experiments with the lowest mean FID at the last sample epoch; None with a
+    single experiment."""
     epoch = int(metrics["epoch"].max())
-    fids = metrics[metrics["epoch"] == epoch].groupby("experiment")["fid"].agg(list)
-    if len(fids) < 2:
+    scores = {name: Scores.of_runs(runs) for name, runs in metrics[metrics["epoch"] == epoch].groupby("experiment")}
+    if len(scores) < 2:
         return None
-    best, second = sorted(fids.index, key=lambda name: (fmean(fids[name]), name))[:2]
-    a, b = tuple(fids[best]), tuple(fids[second])
-    if min(len(a), len(b)) < 2:
+    best, second = sorted(scores, key=lambda name: (scores[name].mean, name))[:2]
+    a, b = scores[best], scores[second]
+    if min(a.count, b.count) < 2:
         return Lead(epoch, best, second, a, b, None, None)
-    if len(set(a)) == len(set(b)) == 1:  # no spread at all: the t statistic is undefined
+    if a.std == b.std == 0:  # no spread at all: the t statistic is undefined
         return Lead(epoch, best, second, a, b, math.nan, math.nan)
-    test = ttest_ind(a, b, equal_var=False)
+    test = ttest_ind_from_stats(a.mean, a.std, a.count, b.mean, b.std, b.count, equal_var=False)
     return Lead(epoch, best, second, a, b, float(test.statistic), float(test.pvalue))
 
 
+def loss_warning(summary: pd.DataFrame) -> str | None:
+    """A warning when the summary's experiments train different objectives, whose final losses do not compare."""
+    objectives = summary["loss_objective"].dropna().unique()
+    if len(objectives) < 2:
+        return None
+    return (f"The experiments train different objectives ({'; '.join(sorted(objectives))}): their final_loss values "
+            "are not comparable.")
+
+
 def summary_html(summary: pd.DataFrame, lead: Lead | None) -> str:
-    """The summary as an HTML page for the report: the verdict on the best lead, then the table."""
+    """The summary as an HTML page for the report: the verdict on the best lead, a warning when the losses do not
+    compare, then the table."""
     verdict = lead.sentence() if lead is not None else "A single experiment: nothing to compare."
+    warning = loss_warning(summary)
+    if warning is not None:
+        verdict += f" Warning: {warning}"
     table = summary.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="", border=0)
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Summary</title><style>"
@@ -135,13 +192,15 @@ def summary_html(summary: pd.DataFrame, lead: Lead | None) -> str:
     )
 
 
-def write_summary(losses_csv: str | Path, metrics_csv: str | Path, swept: dict[str, dict], csv_out: str | Path,
-                  html_out: str | Path) -> pd.DataFrame:
+def write_summary(losses_csv: str | Path, metrics_csv: str | Path, swept: dict[str, dict], objectives: dict[str, str],
+                  csv_out: str | Path, html_out: str | Path) -> pd.DataFrame:
     """results/summary.csv and its HTML page from the long loss and metric tables; prints the verdict."""
     metrics = pd.read_csv(metrics_csv)
-    summary = summarize(pd.read_csv(losses_csv), metrics, swept)
+    summary = summarize(pd.read_csv(losses_csv), metrics, swept, objectives)
     lead = best_lead(metrics)
     write_csv(summary, csv_out)
     atomic_write(html_out, lambda f: f.write(summary_html(summary, lead).encode()))
     print(lead.sentence() if lead is not None else "a single experiment")
+    if loss_warning(summary) is not None:
+        print(f"warning: {loss_warning(summary)}")
     return summary

@@ -1,5 +1,5 @@
-"""FID, precision, recall and memorisation of one run's samples at one epoch, as a JSON metric row
-(ddpm.metrics.evaluate_samples)."""
+"""FID, precision, recall and memorisation of one run's samples at one epoch (each draw scored, then their mean and
+standard error), as a JSON metric row (ddpm.metrics.evaluate_samples)."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ with logged_to(snakemake.log[0]):
     print_environment()
     torch.set_num_threads(snakemake.threads)
     evaluate_samples(
-        snakemake.input.samples,
+        list(snakemake.input.samples),
         snakemake.input.reference,
         Path(snakemake.input.images).parent,
         snakemake.output[0],

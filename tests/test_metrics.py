@@ -13,15 +13,18 @@ from ddpm.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
 from ddpm import metrics
-from ddpm.metrics import (Classifier, evaluate_samples, extract_features, feature_statistics, frechet_distance,
-                          knn_radii, load_extractor, memorisation_rate, precision_recall, reference_statistics,
-                          tf_bilinear_resize, train_classifier)
+from ddpm.metrics import (Classifier, class_balanced_statistics, class_mix_error, evaluate_samples, extract_features,
+                          feature_statistics, frechet_distance, knn_radii, load_extractor, memorisation_rate,
+                          precision_recall, predicted_labels, reference_statistics, score_draw, tf_bilinear_resize,
+                          train_classifier)
 from ddpm.sampling import generate
 from ddpm.models import build_model
 from ddpm.training import train
 
-ROW_KEYS = ["experiment", "epoch", "fid", "precision", "recall", "memorisation", "extractor", "num_samples",
-            "num_reference", "num_reference_features"]
+ROW_KEYS = ["experiment", "epoch", "fid", "fid_sampling_se", "fid_balanced", "fid_balanced_sampling_se",
+            "class_mix_error", "class_mix_error_sampling_se", "precision", "precision_sampling_se", "recall",
+            "recall_sampling_se", "memorisation", "memorisation_sampling_se", "extractor", "num_samples",
+            "sampling_draws", "num_reference", "num_reference_features"]
 
 
 def quiet(message):
@@ -212,7 +215,8 @@ def test_reference_statistics_and_metric_rows(digits_dir, real, classifier_file,
     assert json.loads((tmp_path / "metrics" / "epoch_3.json").read_text()) == row
     assert list(row) == ROW_KEYS and (row["experiment"], row["epoch"], row["extractor"]) == ("exp", 3, "classifier")
     assert (row["num_samples"], row["num_reference"], row["num_reference_features"]) == (300, 1797, 1797)
-    assert 0 < row["fid"] < 100
+    assert 0 < row["fid"] < 100 and 0 < row["fid_balanced"] < 100 and 0 <= row["class_mix_error"] < 0.2
+    assert row["sampling_draws"] == 1 and all(row[f"{m}_sampling_se"] is None for m in metrics.METRICS)
     # training images as samples: each copies itself, and each lies in its own real ball
     assert row["memorisation"] == 1 and row["precision"] == 1
     features = extract_features(load_extractor("classifier", classifier_file), real)
@@ -232,8 +236,8 @@ def test_reference_statistics_and_metric_rows(digits_dir, real, classifier_file,
     with pytest.raises(ValueError, match="were made with extractor 'inception', not 'classifier'"):
         evaluate_samples(tmp_path / "samples.npy", tmp_path / "inception_stats.pt", digits_dir, tmp_path / "bad.json",
                          "exp", 3, "classifier", classifier_file, log=quiet)
-    save_checkpoint({k: v for k, v in stats.items() if k not in ("features", "feature_indices")}, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match="hold no features for precision and recall.*delete the file"):
+    save_checkpoint({k: v for k, v in stats.items() if k != "class_mix"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="hold no features or class mix.*delete the file"):
         evaluate_samples(tmp_path / "samples.npy", tmp_path / "old.pt", digits_dir, tmp_path / "bad.json", "exp", 3,
                          "classifier", classifier_file, log=quiet)
     assert not (tmp_path / "bad.json").exists()
@@ -346,3 +350,83 @@ def test_quality_metrics_on_training_held_out_and_noise_images(real, classifier_
         assert precision > 0.6 and recall > 0.6, space
         assert noise_precision < 0.05 and noise_recall < 0.05, space
     assert memorisation_rate(noise, real) == 0
+
+
+def test_class_balanced_statistics_are_the_weighted_mean_and_unbiased_covariance():
+    features = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 1, 2, 2, 0])
+    class_mix = torch.tensor([0.5, 0.3, 0.2, 0.0], dtype=torch.float64)  # class 3 has no sample and no share
+    stats = class_balanced_statistics(features, labels, class_mix)
+    weights = (class_mix / torch.bincount(labels, minlength=4).clamp(min=1))[labels]  # class share / class count
+    assert weights.sum() == pytest.approx(1)
+    expected_sigma = np.cov(features.numpy(), rowvar=False, aweights=weights.numpy(), ddof=1)
+    assert torch.allclose(stats["mu"], weights @ features) and np.allclose(stats["sigma"].numpy(), expected_sigma)
+    assert stats["num_images"] == pytest.approx(1 / weights.square().sum().item())
+    # a draw already in the reference's mix: its plain statistics
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])
+    stats = class_balanced_statistics(features, labels, torch.tensor([4 / 7, 2 / 7, 1 / 7]))
+    plain = feature_statistics(features)
+    assert torch.allclose(stats["mu"], plain["mu"]) and torch.allclose(stats["sigma"], plain["sigma"])
+    assert stats["num_images"] == pytest.approx(7)
+    # a class the reference has but the draw lacks: the others' shares renormalised
+    stats = class_balanced_statistics(features[:4], torch.tensor([0, 0, 1, 1]), torch.tensor([0.25, 0.25, 0.5]))
+    assert torch.allclose(stats["mu"], features[:4].mean(0))
+
+
+def test_class_mix_error_is_the_total_variation_distance():
+    half = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    assert class_mix_error(torch.tensor([0, 1, 1, 0]), half) == 0
+    assert class_mix_error(torch.tensor([0, 0, 0, 0]), half) == 0.5
+    assert class_mix_error(torch.tensor([0, 0, 0, 1]), half) == 0.25
+    assert class_mix_error(torch.tensor([1, 1]), torch.tensor([1.0, 0.0])) == 1
+
+
+def test_draws_that_differ_only_in_class_mix_move_fid_but_not_the_balanced_fid(real, digits_dir, classifier_file,
+                                                                               classifier_stats):
+    """Why FID moves between sampling draws: real digits in two class mixes (50 of each class; 30 of each of 0-4
+    and 70 of each of 5-9), no image in both. Plain FID tells them far apart, though every image is real; the
+    class-balanced FID, which weighs each class by its share of the reference, scores them alike."""
+    reference = load_checkpoint(classifier_stats)
+    extractor = load_extractor("classifier", classifier_file)
+    _, labels = load_dataset(digits_dir)
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(3))
+    balanced, skewed = [], []
+    for digit in range(10):
+        of_digit = order[labels[order] == digit]
+        balanced.append(of_digit[:50])
+        skewed.append(of_digit[50:80] if digit < 5 else of_digit[50:120])
+    scores = {name: score_draw(real[torch.cat(rows)], reference, extractor, real)
+              for name, rows in (("balanced", balanced), ("skewed", skewed))}
+    assert scores["skewed"]["class_mix_error"] > 0.15 > 0.02 > scores["balanced"]["class_mix_error"]
+    plain_gap = scores["skewed"]["fid"] - scores["balanced"]["fid"]
+    balanced_gap = abs(scores["skewed"]["fid_balanced"] - scores["balanced"]["fid_balanced"])
+    assert plain_gap > 1.0 and balanced_gap < plain_gap / 5, scores
+
+
+def test_each_metric_is_the_mean_over_draws_with_its_standard_error(real, digits_dir, classifier_file,
+                                                                    classifier_stats, tmp_path):
+    draws = [real[i * 200:(i + 1) * 200] for i in range(3)]
+    for i, images in enumerate(draws):
+        np.save(tmp_path / f"draw{i}.npy", images.numpy())
+    row = evaluate_samples([tmp_path / f"draw{i}.npy" for i in range(3)], classifier_stats, digits_dir,
+                           tmp_path / "row.json", "exp", 2, "classifier", classifier_file, device="cpu", log=quiet)
+    reference, extractor = load_checkpoint(classifier_stats), load_extractor("classifier", classifier_file)
+    scores = [score_draw(images, reference, extractor, real) for images in draws]
+    for metric in metrics.METRICS:
+        values = [score[metric] for score in scores]
+        assert row[metric] == pytest.approx(np.mean(values), abs=1e-12)
+        assert row[f"{metric}_sampling_se"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(3), abs=1e-12)
+    assert (row["num_samples"], row["sampling_draws"]) == (200, 3) and row["fid_sampling_se"] > 0
+    np.save(tmp_path / "small.npy", real[:100].numpy())
+    with pytest.raises(ValueError, match="differ in size"):
+        evaluate_samples([tmp_path / "draw0.npy", tmp_path / "small.npy"], classifier_stats, digits_dir,
+                         tmp_path / "bad.json", "exp", 2, "classifier", classifier_file, log=quiet)
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_the_reference_class_mix_is_the_classifiers_labels_of_the_reference(real, classifier_file, classifier_stats):
+    extractor = load_extractor("classifier", classifier_file)
+    labels = predicted_labels(extractor, extract_features(extractor, real))
+    mix = load_checkpoint(classifier_stats)["class_mix"]
+    assert torch.allclose(mix, torch.bincount(labels, minlength=10).double() / len(real))
+    assert mix.sum() == pytest.approx(1) and mix.min() > 0.08  # digits: about a tenth of each

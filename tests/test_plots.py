@@ -27,6 +27,9 @@ def close_figures():
     plt.close("all")
 
 
+SAME_OBJECTIVE = {name: "MSE on x_0, Min-SNR-5 weights" for name in LABELS}
+
+
 def losses() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame([{"experiment": name, "seed": 0, "step": step, "loss": rng.uniform(0.1, 1)}
@@ -37,7 +40,7 @@ def metrics() -> pd.DataFrame:
     """As aggregate_metrics writes them: sorted by experiment name."""
     rows = [{"experiment": name, "epoch": epoch, "fid": 100.0 / epoch + i, "precision": 0.2 * epoch + 0.01 * i,
              "recall": 0.25 * epoch - 0.02 * i, "memorisation": 0.01 * epoch + 0.001 * i, "extractor": "classifier",
-             "num_samples": 16}
+             "num_samples": 16, **{f"{m}_sampling_se": np.nan for m in ("fid", *QUALITY)}}
             for i, name in enumerate(LABELS) for epoch in EPOCHS]
     return pd.DataFrame(rows).sort_values(["experiment", "epoch"], ignore_index=True)
 
@@ -60,7 +63,7 @@ def test_experiment_colors_follow_config_order_and_differ():
 def test_loss_and_fid_plots_give_each_experiment_its_colour(close_figures):
     colors = plots.experiment_colors(LABELS)
     expected = {LABELS[name]: color for name, color in colors.items()}
-    assert line_colors(plots.loss_figure(losses(), LABELS)) == expected
+    assert line_colors(plots.loss_figure(losses(), LABELS, SAME_OBJECTIVE)) == expected
     assert line_colors(plots.fid_figure(metrics(), LABELS)) == expected
 
 
@@ -123,9 +126,20 @@ def two_seeds(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return pd.concat([frame.assign(seed=0), frame.assign(seed=1, **{column: 2 * frame[column]})], ignore_index=True)
 
 
+def test_loss_plot_names_what_was_trained_and_warns_when_objectives_differ(close_figures):
+    axes = plots.loss_figure(losses(), LABELS, SAME_OBJECTIVE).axes[0]
+    assert axes.get_ylabel() == "training loss (MSE on x_0, Min-SNR-5 weights)" and "warning" not in axes.get_title()
+    mixed = {**SAME_OBJECTIVE, "zeta": "MSE on the noise"}
+    axes = plots.loss_figure(losses(), LABELS, mixed).axes[0]
+    assert "not comparable" in axes.get_title() and axes.get_ylabel() == "training loss"
+    entries = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert f"{LABELS['zeta']} [MSE on the noise]" in entries
+    assert f"{LABELS['alpha']} [MSE on x_0, Min-SNR-5 weights]" in entries
+
+
 def test_loss_plot_draws_the_mean_over_seeds_and_a_min_to_max_band(close_figures):
     one = losses()
-    axes = plots.loss_figure(two_seeds(one, "loss"), LABELS).axes[0]
+    axes = plots.loss_figure(two_seeds(one, "loss"), LABELS, SAME_OBJECTIVE).axes[0]
     labelled = {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
     assert set(labelled) == {f"{label}, 2 seeds" for label in LABELS.values()}
     bold = labelled[f"{LABELS['zeta']}, 2 seeds"]
@@ -143,6 +157,24 @@ def test_fid_plot_has_error_bars_of_one_std_only_with_several_seeds(close_figure
     zeta = metrics()[metrics()["experiment"] == "zeta"]["fid"].to_numpy()
     segments = bars[0].lines[2][0].get_segments()  # one vertical bar per epoch: mean - std to mean + std
     np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * np.std([zeta, 2 * zeta], axis=0, ddof=1))
+
+
+def test_one_seed_has_error_bars_of_one_standard_error_over_its_sampling_draws(close_figures):
+    frame = metrics().assign(fid_sampling_se=lambda f: f["fid"] / 10)
+    figure = plots.fid_figure(frame, LABELS)
+    bars = figure.axes[0].containers
+    assert len(bars) == len(LABELS) and "error bars ±1 standard error over sampling draws" in figure.axes[0].get_title()
+    assert "std over seeds" not in figure.axes[0].get_title()
+    zeta = frame[frame["experiment"] == "zeta"]["fid"].to_numpy()
+    segments = bars[0].lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * zeta / 10)
+
+
+def test_metric_plots_tick_every_sample_epoch(close_figures):
+    frame = metrics()
+    frame = frame.assign(epoch=frame["epoch"].map(dict(zip(EPOCHS, (10, 40, 55)[:len(EPOCHS)]))))
+    for figure in (plots.fid_figure(frame, LABELS), plots.quality_figure(frame, LABELS)):
+        assert list(figure.axes[0].get_xticks()) == sorted(frame["epoch"].unique())
 
 
 def test_sweep_plot_has_a_panel_a_field_and_a_line_per_other_setting(close_figures):

@@ -32,6 +32,7 @@ def test_every_sampler_and_step_count_is_scored_as_the_workflow_would(tiny_run, 
                                 tmp_path / "metrics.json", "x", 0, "classifier", reference / "classifier.pt", device="cpu",
                                 log=lambda message: None)
     assert rows[5]["fid"] == pytest.approx(expected["fid"], rel=1e-6)
+    assert rows[5]["fid_balanced"] == pytest.approx(expected["fid_balanced"], rel=1e-6)
 
 
 def test_a_missing_reference_is_refused_naming_the_workflow(tmp_path, capsys):

@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scipy.stats import ttest_ind
+
+from ddpm.checks import METRICS
 from ddpm.summary import best_lead, epoch_statistics, summarize, summary_html, write_summary
 
 BATCH_SIZE = 4
@@ -17,6 +20,7 @@ RUNS = {
     ("b", 0): ([0.8, 0.8, 0.8, 0.7, 0.7, 0.7], 1.0),
     ("b", 1): ([0.9, 0.9, 0.6, 0.6, 0.6, 0.6], 2.0),
 }
+OBJECTIVES = {"a": "MSE on the noise", "b": "MSE on the noise"}
 LOG_STEPS = [2, 3, 5, 6]  # log_every 2 with a row at each epoch's end: windows of 2, 1, 2 and 1 steps
 FID = {("a", 0): {1: 30.0, 2: 10.0}, ("a", 1): {1: 40.0, 2: 12.0}, ("b", 0): {1: 20.0, 2: 20.0},
        ("b", 1): {1: 25.0, 2: 24.0}}
@@ -37,12 +41,20 @@ def losses() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def metric_rows(rows: list[dict], draws: int = 1) -> pd.DataFrame:
+    """Metric rows as aggregate_metrics writes them from `rows` (experiment, seed, epoch, fid, ...): each metric not
+    given made from the FID, each its own; no sampling standard errors (one draw) unless given."""
+    made = {"fid_balanced": lambda fid: fid - 1, "class_mix_error": lambda fid: fid / 200,
+            "precision": lambda fid: 1 - fid / 100, "recall": lambda fid: 1 - fid / 50,
+            "memorisation": lambda fid: fid / 1000}
+    return pd.DataFrame([{**{m: f(row["fid"]) for m, f in made.items()}, **{f"{m}_sampling_se": math.nan for m in METRICS},
+                          "extractor": "classifier", "num_samples": 16, "sampling_draws": draws, "num_reference": 1797,
+                          **row} for row in rows])
+
+
 def metrics() -> pd.DataFrame:
-    """As aggregate_metrics writes them; precision, recall and memorisation made from the FID, each its own."""
-    return pd.DataFrame([{"experiment": e, "seed": s, "epoch": epoch, "fid": fid, "precision": 1 - fid / 100,
-                          "recall": 1 - fid / 50, "memorisation": fid / 1000, "extractor": "classifier",
-                          "num_samples": 16, "num_reference": 1797}
-                         for (e, s), by_epoch in FID.items() for epoch, fid in by_epoch.items()])
+    return metric_rows([{"experiment": e, "seed": s, "epoch": epoch, "fid": fid}
+                        for (e, s), by_epoch in FID.items() for epoch, fid in by_epoch.items()])
 
 
 def test_epoch_statistics_weigh_each_row_by_its_steps():
@@ -57,11 +69,12 @@ def test_epoch_statistics_weigh_each_row_by_its_steps():
 
 
 def test_summary_means_and_spreads_over_seeds_ranked_by_the_last_epoch():
-    summary = summarize(losses(), metrics(), {"a": {"lr": 1e-3}, "b": {"lr": 2e-3}})
-    assert list(summary.columns) == ["rank", "experiment", "lr", "epoch", "seeds", "fid_mean", "fid_std",
-                                     "precision_mean", "precision_std", "recall_mean", "recall_std",
-                                     "memorisation_mean", "memorisation_std",
-                                     "final_loss_mean", "final_loss_std", "train_seconds", "images_per_second"]
+    summary = summarize(losses(), metrics(), {"a": {"lr": 1e-3}, "b": {"lr": 2e-3}}, OBJECTIVES)
+    assert list(summary.columns) == ["rank", "experiment", "lr", "epoch", "seeds",
+                                     *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "sampling_se")),
+                                     "final_loss_mean", "final_loss_std", "loss_objective", "train_seconds",
+                                     "images_per_second"]
+    assert summary["fid_sampling_se"].isna().all()  # one draw each: no sampling error
     # a leads at epoch 2 (11 < 22) though b leads at epoch 1: the last epoch ranks
     assert summary[["rank", "experiment", "epoch"]].values.tolist() == [[1, "a", 1], [1, "a", 2], [2, "b", 1], [2, "b", 2]]
     row = summary.set_index(["experiment", "epoch"]).loc[("b", 2)]
@@ -81,7 +94,7 @@ def test_one_seed_has_no_spread_and_no_test():
     assert summary[["precision_std", "recall_std", "memorisation_std"]].isna().all().all()
     lead = best_lead(one_seed)
     assert (lead.best, lead.second, lead.p_value) == ("a", "b", None)
-    assert lead.sentence().endswith("needs >= 2 seeds.")
+    assert lead.sentence().endswith("needs >= 2 seeds or sampling draws.")
 
 
 def welch_t(a, b) -> float:
@@ -94,18 +107,54 @@ def test_welch_test_of_the_best_against_the_second():
     assert (lead.epoch, lead.best, lead.second) == (2, "a", "b")
     assert lead.t_statistic == pytest.approx(welch_t([10, 12], [20, 24]))
     assert 0 < lead.p_value < 1
-    assert "does not exceed the seed-to-seed spread" in lead.sentence()  # 2 seeds each: far from significant
+    assert "is within the seed-to-seed and sampling noise" in lead.sentence()  # 2 seeds each: far from significant
 
-    many = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": base + 0.1 * s}
-                         for e, base in (("x", 10.0), ("y", 20.0), ("z", 30.0)) for s in range(5)])
+    many = metric_rows([{"experiment": e, "seed": s, "epoch": 1, "fid": base + 0.1 * s}
+                        for e, base in (("x", 10.0), ("y", 20.0), ("z", 30.0)) for s in range(5)])
     lead = best_lead(many)
     assert (lead.best, lead.second) == ("x", "y") and lead.p_value < 1e-6
-    assert "exceeds the seed-to-seed spread" in lead.sentence() and "does not" not in lead.sentence()
+    assert "exceeds the seed-to-seed and sampling noise" in lead.sentence() and "within" not in lead.sentence()
+
+
+# (experiment, seed) -> the FIDs of its three sampling draws at epoch 1
+DRAWS = {("x", 0): [10.0, 11.5, 12.0], ("x", 1): [12.0, 13.0, 10.5], ("y", 0): [14.0, 15.5, 13.0],
+         ("y", 1): [16.0, 14.5, 17.0]}
+
+
+def draw_rows(draws: dict) -> pd.DataFrame:
+    """Metric rows of runs of several draws each: the mean FID and its standard error over the draws."""
+    return metric_rows([{"experiment": e, "seed": s, "epoch": 1, "fid": np.mean(fids),
+                         "fid_sampling_se": np.std(fids, ddof=1) / math.sqrt(len(fids))}
+                        for (e, s), fids in draws.items()], draws=3)
+
+
+def test_welch_test_over_every_draw_of_every_seed():
+    """The lead is tested on the draws themselves, rebuilt from each run's mean and standard error: the same t and
+    p as Welch's test on the twelve FIDs."""
+    lead = best_lead(draw_rows(DRAWS))
+    x = [fid for (e, _), fids in DRAWS.items() if e == "x" for fid in fids]
+    y = [fid for (e, _), fids in DRAWS.items() if e == "y" for fid in fids]
+    expected = ttest_ind(x, y, equal_var=False)
+    assert (lead.t_statistic, lead.p_value) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-12)
+    assert lead.p_value < 0.05 and "exceeds the seed-to-seed and sampling noise" in lead.sentence()
+    assert "over 2 seeds x 3 sampling draws" in lead.sentence()
+    # one seed of three draws each, the draws overlapping: within the sampling noise
+    close = {("x", 0): [10.0, 12.0, 11.0], ("y", 0): [11.0, 13.0, 11.5]}
+    sentence = best_lead(draw_rows(close)).sentence()
+    assert "is within the sampling noise" in sentence and "seed-to-seed" not in sentence, sentence
+
+
+def test_the_sampling_error_of_a_mean_over_seeds():
+    summary = summarize(losses().replace({"a": "x", "b": "y"}).query("epoch == 1"), draw_rows(DRAWS))
+    row = summary.set_index("experiment").loc["x"]
+    errors = [np.std(DRAWS[("x", s)], ddof=1) / math.sqrt(3) for s in (0, 1)]
+    assert row["fid_sampling_se"] == pytest.approx(math.sqrt(sum(e * e for e in errors)) / 2)
+    assert math.isnan(row["precision_sampling_se"])  # not given for the draws
 
 
 def test_no_test_without_spread_or_without_a_second_experiment():
-    constant = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": fid} for e, fid in (("x", 5.0), ("y", 6.0))
-                             for s in range(3)])
+    constant = metric_rows([{"experiment": e, "seed": s, "epoch": 1, "fid": fid}
+                            for e, fid in (("x", 5.0), ("y", 6.0)) for s in range(3)])
     assert "undefined" in best_lead(constant).sentence()
     assert best_lead(constant[constant["experiment"] == "x"]) is None
 
@@ -113,7 +162,7 @@ def test_no_test_without_spread_or_without_a_second_experiment():
 def test_summary_files_hold_the_table_and_the_verdict(tmp_path):
     losses().to_csv(tmp_path / "losses.csv", index=False)
     metrics().to_csv(tmp_path / "metrics.csv", index=False)
-    summary = write_summary(tmp_path / "losses.csv", tmp_path / "metrics.csv", {}, tmp_path / "summary.csv",
+    summary = write_summary(tmp_path / "losses.csv", tmp_path / "metrics.csv", {}, OBJECTIVES, tmp_path / "summary.csv",
                             tmp_path / "summary.html")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "summary.csv"), summary)
     page = (tmp_path / "summary.html").read_text()
@@ -121,13 +170,27 @@ def test_summary_files_hold_the_table_and_the_verdict(tmp_path):
     assert "nothing to compare" in summary_html(summary, None)
 
 
+def test_final_losses_of_different_objectives_come_with_a_warning(tmp_path, capsys):
+    losses().to_csv(tmp_path / "losses.csv", index=False)
+    metrics().to_csv(tmp_path / "metrics.csv", index=False)
+    mixed = {"a": "MSE on the noise", "b": "MSE on x_0, Min-SNR-5 weights"}
+    summary = write_summary(tmp_path / "losses.csv", tmp_path / "metrics.csv", {}, mixed, tmp_path / "summary.csv",
+                            tmp_path / "summary.html")
+    assert summary.set_index("experiment")["loss_objective"].to_dict() == mixed
+    assert "final_loss values are not comparable" in (tmp_path / "summary.html").read_text()
+    assert "warning: The experiments train different objectives" in capsys.readouterr().out
+    write_summary(tmp_path / "losses.csv", tmp_path / "metrics.csv", {}, OBJECTIVES, tmp_path / "summary.csv",
+                  tmp_path / "summary.html")
+    assert "not comparable" not in (tmp_path / "summary.html").read_text()
+
+
 def test_equal_means_are_a_tie_not_a_lead():
-    identical = pd.DataFrame([{"experiment": e, "seed": 0, "epoch": 1, "fid": 708.7} for e in ("x", "y")])
+    identical = metric_rows([{"experiment": e, "seed": 0, "epoch": 1, "fid": 708.7} for e in ("x", "y")])
     sentence = best_lead(identical).sentence()
-    assert "x and y are tied" in sentence and "708.7 over 1 seed each" in sentence, sentence
+    assert "x and y are tied" in sentence and "(708.7 over 1 seed and 708.7 over 1 seed)" in sentence, sentence
     assert "below" not in sentence and "lead" not in sentence, sentence
-    two_seeds = pd.DataFrame([{"experiment": e, "seed": s, "epoch": 1, "fid": fid}
-                              for e in ("x", "y") for s, fid in enumerate((5.0, 7.0))])
+    two_seeds = metric_rows([{"experiment": e, "seed": s, "epoch": 1, "fid": fid}
+                             for e in ("x", "y") for s, fid in enumerate((5.0, 7.0))])
     sentence = best_lead(two_seeds).sentence()
     assert "tied" in sentence and "t-test" not in sentence and "lead" not in sentence, sentence
     assert "tied" in summary_html(summarize(losses(), metrics()), best_lead(two_seeds))
