@@ -20,8 +20,9 @@ import torch
 
 from benchmarks.bench import fmt, write_json
 from ddpm.checkpoint import load_checkpoint
-from ddpm.metrics import (class_balanced_statistics, class_mix_error, extract_features, feature_statistics,
-                          frechet_distance, load_extractor, predicted_labels, reference_statistics)
+from ddpm.extractors import extract_features, load_extractor, predicted_labels
+from ddpm.metrics import (class_balanced_statistics, class_mix_error, feature_statistics, frechet_distance,
+                          reference_statistics)
 from ddpm.sampling import sample_checkpoint
 
 

@@ -63,8 +63,8 @@ from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
 from ddpm.dataset_info import check_dataset
 from ddpm.experiments import experiment_configs
-from ddpm.metrics import (extract_features, feature_statistics, frechet_distance, load_extractor,
-                          reference_statistics, train_classifier)
+from ddpm.extractors import extract_features, load_extractor, train_classifier
+from ddpm.metrics import feature_statistics, frechet_distance, reference_statistics
 from ddpm.models import build_model
 from ddpm.sampling import generate, sampler_arguments
 from ddpm.training import train

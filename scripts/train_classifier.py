@@ -1,10 +1,10 @@
-"""Train the FID classifier on the prepared dataset's labels (ddpm.metrics.train_classifier)."""
+"""Train the FID classifier on the prepared dataset's labels (ddpm.extractors.train_classifier)."""
 
 from pathlib import Path
 
 import torch
 
-from ddpm.metrics import train_classifier
+from ddpm.extractors import train_classifier
 from ddpm.workflow import logged_to, print_environment
 
 with logged_to(snakemake.log[0]):

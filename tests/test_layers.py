@@ -11,7 +11,7 @@ LAYERS = [
     ("config", "dataset_info"),
     ("unet", "ddpm_unet", "diffusion", "data", "checkpoint", "images", "plots", "ema", "optim"),
     ("models",),
-    ("run_files",),
+    ("run_files", "extractors"),
     ("training", "sampling", "metrics"),
     ("launch", "experiments", "summary"),
     ("workflow",),

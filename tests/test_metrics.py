@@ -13,10 +13,11 @@ from ddpm.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
 from ddpm import metrics
-from ddpm.metrics import (Classifier, class_balanced_statistics, class_mix_error, evaluate_samples, extract_features,
-                          feature_statistics, frechet_distance, knn_radii, load_extractor, memorisation_rate,
-                          precision_recall, predicted_labels, reference_statistics, score_draw, tf_bilinear_resize,
-                          train_classifier)
+from ddpm.extractors import (Classifier, extract_features, load_extractor, predicted_labels, tf_bilinear_resize,
+                             train_classifier)
+from ddpm.metrics import (class_balanced_statistics, class_mix_error, evaluate_samples, feature_statistics,
+                          frechet_distance, knn_radii, memorisation_rate, precision_recall, reference_statistics,
+                          score_draw)
 from ddpm.sampling import generate
 from ddpm.models import build_model
 from ddpm.training import train
