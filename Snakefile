@@ -67,5 +67,6 @@ rule all:
         "results/summary.html",
         ["results/plots/sweep.png"] if SWEEP else [],
         expand("results/{run}/config.yaml", run=RUNS),
+        expand("results/{run}/checkpoints/last.pt", run=RUNS),  # each run's final model
         # every run's sample grids, not only those the montage shows
-        expand("results/{run}/samples/epoch_{epoch}.png", run=RUNS, epoch=SAMPLE_EPOCHS),
+        [f"results/{r}/samples/epoch_{e}.png" for r in RUNS for e in RUN_EPOCHS[r]],

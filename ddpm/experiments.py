@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,19 +69,33 @@ def check_renamed_fields(workflow_config: dict) -> None:
                                  f"rename it")
 
 
-def sample_settings(sampling: dict, epoch: int, last_epoch: int) -> dict:
-    """What changes the samples of one epoch (not grid_size; steps only for the samplers that take them, eta only
-    for DDIM), in a fixed key order: the sample jobs' params, so that changing anything else reruns none of them.
-    `num_samples` is `num_samples_early` before the last sample epoch, when that is set."""
+def sample_settings(sampling: dict, epoch: int, last_epoch: int, draw: int = 0, kept: Collection[int] = ()) -> dict:
+    """What changes the samples of one draw at one epoch (not grid_size or the number of draws; steps only for the
+    samplers that take them, eta only for DDIM), in a fixed key order: the sample jobs' params, so that changing
+    anything else reruns none of them. `num_samples` is `num_samples_early` before the run's last epoch, when that
+    is set, but at the epochs `kept` (drawn with num_samples already: ddpm.sampled_epochs.kept_in_full); draw d uses
+    the sampling seed `seed` + d."""
     changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
     if sampling["sampler"] != "ancestral":
         changes_samples.append("steps")
     if sampling["sampler"] == "ddim":
         changes_samples.append("eta")
     settings = {key: sampling[key] for key in sorted(changes_samples)}
-    if epoch < last_epoch and sampling.get("num_samples_early") is not None:
+    settings["seed"] += draw
+    if epoch < last_epoch and epoch not in kept and sampling.get("num_samples_early") is not None:
         settings["num_samples"] = sampling["num_samples_early"]
     return settings
+
+
+def draw_suffixes(sampling: dict) -> list[str]:
+    """The endings of the sample files' names of one epoch, one per draw: epoch_<E>.npy holds the first draw (the
+    grid's), epoch_<E>_draw<d>.npy draw d."""
+    return [""] + [f"_draw{d}" for d in range(1, sampling["draws"])]
+
+
+def draw_index(suffix: str) -> int:
+    """The draw of a sample file's name ending (draw_suffixes' inverse)."""
+    return int(suffix.removeprefix("_draw") or 0)
 
 
 def check_tensorboard(enabled: bool) -> None:
@@ -115,8 +130,9 @@ def check_experiment_name(name: str) -> str:
 
 
 def experiment_configs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, TrainConfig]:
-    """One TrainConfig per experiment: `defaults`, then the experiment's overrides, checkpointing
-    at every `sample_epochs` entry, checked against the dataset. Raises ValueError naming the experiment and the field."""
+    """One TrainConfig per experiment: `defaults`, then the experiment's overrides, checkpointing at every
+    `sample_epochs` entry and at its last epoch, checked against the dataset. Raises ValueError naming the experiment
+    and the field."""
     sample_epochs = workflow_config["sample_epochs"]
     experiments = {}
     for name, overrides in workflow_config["experiments"].items():
@@ -127,7 +143,7 @@ def experiment_configs(workflow_config: dict, dataset: DatasetInfo) -> dict[str,
         if beyond:
             raise ValueError(f"experiment {name!r}: sample_epochs {beyond} are beyond its epochs ({epochs})")
         try:
-            config = TrainConfig.from_dict({**values, "checkpoint_epochs": list(sample_epochs)})
+            config = TrainConfig.from_dict({**values, "checkpoint_epochs": [*sample_epochs, epochs]})
             _check_against_dataset(config, dataset)
         except (TypeError, ValueError) as error:
             raise ValueError(f"experiment {name!r}: {error}") from None
@@ -182,6 +198,14 @@ def differing_fields(configs: dict[str, TrainConfig]) -> list[str]:
     """The fields whose values are not the same in every config (what the experiments compare)."""
     dicts = [c.to_dict() for c in configs.values()]
     return [k for k in dicts[0] if any(d[k] != dicts[0][k] for d in dicts[1:])] if dicts else []
+
+
+def loss_objective(config: TrainConfig) -> str:
+    """What a run's training loss measures: the MSE on its prediction target, and its weighting. Losses of
+    different objectives are not comparable."""
+    target = {"eps": "the noise", "v": "v", "x0": "x_0"}[config.prediction]
+    weights = "" if config.loss_weighting == "uniform" else f", Min-SNR-{config.min_snr_gamma:g} weights"
+    return f"MSE on {target}{weights}"
 
 
 def experiment_labels(configs: dict[str, TrainConfig]) -> dict[str, str]:
@@ -301,21 +325,29 @@ def trains_on(before: TrainConfig | None, config: TrainConfig) -> bool:
     return before is not None and before.extensible_identity() == config.extensible_identity()
 
 
-def epoch_changes(runs: dict[str, Run], recorded: dict[str, TrainConfig | None]) -> list[str]:
-    """What the train job of each finished run (its config in `recorded`) whose `epochs` changed will do: go on from
-    its final state, or, under the cosine lr schedule, whose lr depends on the number of epochs, train again from
-    step 0."""
+def epoch_changes(runs: dict[str, Run], recorded: dict[str, TrainConfig | None], resume_dir: Path) -> list[str]:
+    """What the train job of each finished run (its config in `recorded`) that is asked for other epochs or
+    checkpoint epochs will do: go on from its final state in resume_dir/<run>/; or train again from step 0, where
+    that state is past an epoch to checkpoint now whose checkpoint it did not keep, or under the cosine lr schedule,
+    whose lr depends on the number of epochs."""
     messages = []
     for name, run in runs.items():
-        before = recorded[name]
-        if before is None or before.epochs == run.config.epochs:
+        before, config = recorded[name], run.config
+        if before is None or (before.epochs, before.checkpoint_epochs) == (config.epochs, config.checkpoint_epochs):
             continue
-        change = f"run {name}: epochs {before.epochs} -> {run.config.epochs}"
-        if trains_on(before, run.config):
+        change = f"run {name}"
+        if before.epochs != config.epochs:
+            change += f": epochs {before.epochs} -> {config.epochs}"
+        unkept = [epoch for epoch in config.checkpoint_epochs if epoch <= before.epochs
+                  and not (resume_dir / name / "checkpoints" / f"epoch_{epoch}.pt").exists()]
+        if trains_on(before, config) and unkept:
+            messages.append(f"{change}: trains again from step 0, as its final state is past epochs {unkept}, of "
+                            "which it kept no checkpoint")
+        elif trains_on(before, config) and before.epochs != config.epochs:
             messages.append(f"{change}: trains on from its final state at epoch {before.epochs}" if
-                            run.config.epochs > before.epochs else f"{change}: keeps its first {run.config.epochs} epochs")
-        elif _identity_but_epochs(before) == _identity_but_epochs(run.config):
-            messages.append(f"{change}: trains again from step 0, as lr_schedule {run.config.lr_schedule} depends on "
+                            config.epochs > before.epochs else f"{change}: keeps its first {config.epochs} epochs")
+        elif not trains_on(before, config) and _identity_but_epochs(before) == _identity_but_epochs(config):
+            messages.append(f"{change}: trains again from step 0, as lr_schedule {config.lr_schedule} depends on "
                             "the number of epochs")
     return messages
 

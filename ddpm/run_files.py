@@ -149,16 +149,12 @@ class RunFiles:
             }, self.state_dir / "checkpoints" / f"epoch_{epoch}.pt")
 
     def publish(self) -> None:
-        """The loss CSV and the epoch checkpoints in run_dir too (hard links, each made atomically), the last epoch's
-        also as checkpoints/last.pt where it is one of them."""
+        """The loss CSV and the epoch checkpoints in run_dir too (hard links, each made atomically)."""
         self.close()
         if self.rank == 0:
             for epoch in self.config.checkpoint_epochs:
                 checkpoint = Path("checkpoints") / f"epoch_{epoch}.pt"
                 publish(self.state_dir / checkpoint, self.run_dir / checkpoint)
-            if self.config.epochs in self.config.checkpoint_epochs:
-                publish(self.state_dir / "checkpoints" / f"epoch_{self.config.epochs}.pt",
-                        self.run_dir / "checkpoints" / "last.pt")
             if self.published_steps is None:
                 publish(self.state_dir / "losses.csv", self.run_dir / "losses.csv")
             else:

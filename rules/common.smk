@@ -4,8 +4,14 @@
 #   RUNS, EXPERIMENT_RUNS  run name -> ddpm.experiments.Run; experiment -> its runs, in the order of `seeds`
 #   EXPERIMENTS, LABELS    experiment -> its TrainConfig (at its first seed); -> its label in the plots
 #   SWEEP, SAMPLE_EPOCHS   the config's sweep ({} without one); its sample epochs, sorted
+#   RUN_EPOCHS             run -> the epochs it is checkpointed, sampled and scored at: the sample epochs, its last
+#   DRAWN, KEPT_IN_FULL    run -> epoch -> samples per draw on disk; -> the epochs before its last drawn with
+#                          num_samples, which keep that count (ddpm.sampled_epochs)
 #   GPUS                   experiment -> the GPUs its training job asks for
 #   RECORDED               run -> the TrainConfig it last trained with, None if it has not finished
+#   UNLISTED_LAST_EPOCHS   the runs' last epochs that are not sample epochs
+#   last_checkpoint_of     a run's checkpoints/last.pt, as its last epoch's checkpoint
+#   sampling_of            a sample job's settings (its params)
 #   checkpoint_to_sample   the sample jobs' input: ancient where a run only trains on from where it finished
 
 
@@ -18,6 +24,8 @@ from ddpm.experiments import (
     check_gpus,
     check_sampling,
     check_tensorboard,
+    draw_index,
+    draw_suffixes,
     epoch_changes,
     expand_runs,
     experiment_labels,
@@ -25,8 +33,10 @@ from ddpm.experiments import (
     identical_runs,
     recorded_configs,
     resume_notes,
+    sample_settings,
     trains_on,
 )
+from ddpm.sampled_epochs import drawn_counts, kept_in_full, last_epoch_notes
 from snakemake.logging import logger
 
 DATASET = check_dataset(**config["dataset"])
@@ -40,6 +50,10 @@ check_sampling(config["sampling"], EXPERIMENTS)
 check_tensorboard(config["tensorboard"])
 DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
+RUN_EPOCHS = {name: run.config.checkpoint_epochs for name, run in RUNS.items()}
+DRAWN = drawn_counts(RUNS, Path("results"))
+KEPT_IN_FULL = kept_in_full(RUNS, config["sampling"], DRAWN)
+UNLISTED_LAST_EPOCHS = sorted({run.config.epochs for run in RUNS.values()} - set(SAMPLE_EPOCHS))
 LABELS = experiment_labels(EXPERIMENTS)
 # GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
 GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
@@ -48,7 +62,11 @@ RECORDED = recorded_configs(RUNS, Path("results"))
 # (a cluster job's own snakemake is given --resources for that one job)
 if workflow.is_main_process:
     check_gpus(GPUS, workflow.global_resources.get("gpu").value)
-    for message in epoch_changes(RUNS, RECORDED) + resume_notes(RUNS, RECORDED, Path("results/resume")):
+    for message in (
+        last_epoch_notes(RUNS, SAMPLE_EPOCHS)
+        + epoch_changes(RUNS, RECORDED, Path("results/resume"))
+        + resume_notes(RUNS, RECORDED, Path("results/resume"))
+    ):
         logger.info(message)
     for names in identical_runs(RUNS):
         logger.warning(
@@ -59,11 +77,38 @@ if workflow.is_main_process:
 
 wildcard_constraints:
     run="|".join(re.escape(name) for name in RUNS),
-    epoch="|".join(str(epoch) for epoch in SAMPLE_EPOCHS),
+    epoch="|".join(str(e) for e in sorted(set().union(*RUN_EPOCHS.values()))),
+    draw="|".join(re.escape(suffix) for suffix in draw_suffixes(config["sampling"])),
+
+
+def last_checkpoint_of(wildcards):
+    """A run's checkpoints/last.pt, as the checkpoint of its last epoch (and of no other)."""
+    run = RUNS[wildcards.run]
+    if int(wildcards.epoch) != run.config.epochs:
+        raise ValueError(
+            f"run {run.name} keeps no checkpoint of epoch {wildcards.epoch}: its epochs are "
+            f"sample_epochs {SAMPLE_EPOCHS} and its last, {run.config.epochs}"
+        )
+    return f"results/{run.name}/checkpoints/last.pt"
+
+
+def sampling_of(wildcards):
+    """What one sample job draws (ddpm.experiments.sample_settings)."""
+    run, epoch = RUNS[wildcards.run], int(wildcards.epoch)
+    draw = draw_index(wildcards.draw)
+    return sample_settings(config["sampling"], epoch, run.config.epochs, draw, KEPT_IN_FULL[run.name])
 
 
 def checkpoint_to_sample(wildcards):
-    """A run that only goes on from where it finished rewrites its checkpoints so far bit for bit: ancient() keeps
-    that from sampling them again. A run trained differently samples them again."""
-    path = f"results/{wildcards.run}/checkpoints/epoch_{wildcards.epoch}.pt"
-    return ancient(path) if trains_on(RECORDED[wildcards.run], RUNS[wildcards.run].config) else path
+    """The epoch's checkpoint. A run that only goes on from where it finished rewrites its checkpoints so far bit for
+    bit: ancient() keeps the samples drawn from them from being drawn again. Only those on disk with the count they
+    are drawn with now: below a train job that reruns, Snakemake checks a job for nothing else, so the others must
+    depend on the checkpoint to be drawn anew. A run trained differently samples them all again."""
+    epoch = int(wildcards.epoch)
+    path = f"results/{wildcards.run}/checkpoints/epoch_{epoch}.pt"
+    kept = (
+        trains_on(RECORDED[wildcards.run], RUNS[wildcards.run].config)
+        and Path(f"results/{wildcards.run}/samples/epoch_{epoch}{wildcards.draw}.npy").exists()
+        and DRAWN[wildcards.run].get(epoch) == sampling_of(wildcards)["num_samples"]
+    )
+    return ancient(path) if kept else path

@@ -65,7 +65,10 @@ rule reference_stats:
 rule evaluate:
     input:
         unpack(lambda wildcards: EVAL_INPUTS),
-        samples="results/{run}/samples/epoch_{epoch}.npy",
+        samples=expand(
+            "results/{{run}}/samples/epoch_{{epoch}}{draw}.npy",
+            draw=draw_suffixes(config["sampling"]),
+        ),
         reference=rules.reference_stats.output[0],
         images=f"{DATA}/images.npy",  # the training images, for the memorisation rate
     output:

@@ -1,7 +1,12 @@
 # The runs' files combined: the long loss and metric tables, the plots, the summary over seeds.
-# Uses RUNS, EXPERIMENT_RUNS, LABELS, SWEEP and SAMPLE_EPOCHS from rules/common.smk; conda:, script: and caption
+# Uses RUNS, EXPERIMENT_RUNS, LABELS, SWEEP and RUN_EPOCHS from rules/common.smk; conda:, script: and caption
 # paths are relative to this file. The scripts match each input file to its run by the run folder's name.
 
+from ddpm.experiments import loss_objective
+
+# each run's record of its training: the tables of epochs follow a train job that reruns (with more or fewer epochs)
+# even where its samples are kept (Snakemake checks nothing else of the jobs below it)
+TRAINED = expand("results/{run}/config.yaml", run=RUNS)
 # the (experiment, seed) of each run
 RUN_KEYS = {name: [run.experiment, run.seed] for name, run in RUNS.items()}
 # the sample montage shows each experiment's first run: one sampling seed for all, so its rows compare like with like
@@ -38,17 +43,19 @@ rule plot_losses:
         "../environment.yml"
     params:
         labels=LABELS,
+        objectives={name: loss_objective(c) for name, c in EXPERIMENTS.items()},
     script:
         "../scripts/plot_losses.py"
 
 
 rule plot_samples:
     input:
-        expand(
-            "results/{run}/samples/epoch_{epoch}.png",
-            run=MONTAGE_RUNS,
-            epoch=SAMPLE_EPOCHS,
-        ),
+        grids=[
+            f"results/{run}/samples/epoch_{epoch}.png"
+            for run in MONTAGE_RUNS
+            for epoch in RUN_EPOCHS[run]
+        ],
+        trained=TRAINED,
     output:
         report(
             "results/plots/samples.png",
@@ -68,9 +75,12 @@ rule plot_samples:
 
 rule aggregate_metrics:
     input:
-        expand(
-            "results/{run}/metrics/epoch_{epoch}.json", run=RUNS, epoch=SAMPLE_EPOCHS
-        ),
+        metrics=[
+            f"results/{run}/metrics/epoch_{epoch}.json"
+            for run in RUNS
+            for epoch in RUN_EPOCHS[run]
+        ],
+        trained=TRAINED,
     output:
         "results/metrics.csv",
     log:
@@ -136,6 +146,7 @@ rule summarize:
         "../environment.yml"
     params:
         swept={name: runs[0].swept for name, runs in EXPERIMENT_RUNS.items()},
+        objectives={name: loss_objective(c) for name, c in EXPERIMENTS.items()},
     script:
         "../scripts/summarize.py"
 

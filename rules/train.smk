@@ -1,8 +1,9 @@
-# Training one DDPM per run, then sampling its checkpoints at the sample epochs, and each sample's PNG grid.
-# Uses DATA, DATASET, RUNS, GPUS, SAMPLE_EPOCHS and checkpoint_to_sample from rules/common.smk; conda:, script: and caption paths are
-# relative to this file.
+# Training one DDPM per run, then sampling its checkpoints at the sample epochs and its last epoch, and each sample's
+# PNG grid.
+# Uses DATA, DATASET, RUNS, GPUS, SAMPLE_EPOCHS, UNLISTED_LAST_EPOCHS, last_checkpoint_of, sampling_of and
+# checkpoint_to_sample from rules/common.smk; conda:, script: and caption paths are relative to this file.
 
-from ddpm.experiments import sample_settings
+from ddpm.files import publish
 
 
 rule train:
@@ -13,6 +14,8 @@ rule train:
         checkpoints=expand(
             "results/{{run}}/checkpoints/epoch_{epoch}.pt", epoch=SAMPLE_EPOCHS
         ),
+        # the model at the run's last epoch (`epochs`), a sample epoch or not
+        last="results/{run}/checkpoints/last.pt",
         config="results/{run}/config.yaml",
     log:
         "results/logs/train/{run}.log",
@@ -35,15 +38,31 @@ rule train:
         "../scripts/train.py"
 
 
+# the last epoch's checkpoint under its epoch's name too, where that is not a sample epoch: its sample jobs read it
+# there, as they would a sample epoch's, so that listing the epoch among sample_epochs later draws nothing again
+rule last_checkpoint:
+    input:
+        last_checkpoint_of,
+    output:
+        "results/{run}/checkpoints/epoch_{epoch}.pt",
+    log:
+        "results/logs/last_checkpoint/{run}/epoch_{epoch}.log",
+    wildcard_constraints:
+        epoch="|".join(str(epoch) for epoch in UNLISTED_LAST_EPOCHS) or "none",
+    localrule: True
+    run:
+        publish(input[0], output[0])
+
+
 rule sample:
     input:
         checkpoint=checkpoint_to_sample,
     output:
-        array="results/{run}/samples/epoch_{epoch}.npy",
+        array="results/{run}/samples/epoch_{epoch}{draw}.npy",
     log:
-        "results/logs/sample/{run}/epoch_{epoch}.log",
+        "results/logs/sample/{run}/epoch_{epoch}{draw}.log",
     benchmark:
-        "results/benchmarks/sample/{run}/epoch_{epoch}.tsv"
+        "results/benchmarks/sample/{run}/epoch_{epoch}{draw}.tsv"
     conda:
         "../environment.yml"
     threads: 2
@@ -52,9 +71,7 @@ rule sample:
         mem_mb=8000,
         runtime=240,
     params:
-        sampling=lambda wildcards: sample_settings(
-            config["sampling"], int(wildcards.epoch), SAMPLE_EPOCHS[-1]
-        ),
+        sampling=sampling_of,
         device=lambda wildcards: RUNS[wildcards.run].config.device,
     script:
         "../scripts/sample.py"

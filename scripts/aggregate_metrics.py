@@ -5,6 +5,6 @@ from ddpm.workflow import aggregate_metrics, logged_to, run_of
 with logged_to(snakemake.log[0]):
     runs = snakemake.params.runs  # run name -> (experiment, seed)
     metrics = {}
-    for path in snakemake.input:
+    for path in snakemake.input.metrics:
         metrics.setdefault(tuple(runs[run_of(path)[0]]), []).append(path)
     aggregate_metrics(metrics, snakemake.output[0])

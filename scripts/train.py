@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ddpm.experiments import run_config
+from ddpm.files import publish
 from ddpm.launch import exit_when_interrupted, run_experiment
 from ddpm.workflow import logged_to, print_environment, tensorboard_dir, write_resolved_config
 
@@ -19,4 +20,5 @@ with logged_to(snakemake.log[0]), exit_when_interrupted(sys.stderr, sys.__stderr
     run_dir = Path(snakemake.output.losses).parent
     run_experiment(config, Path(snakemake.input.images).parent, run_dir, snakemake.params.state_dir,
                    tensorboard_dir=tensorboard_dir(snakemake))
+    publish(run_dir / "checkpoints" / f"epoch_{config.epochs}.pt", snakemake.output.last)  # the final model
     write_resolved_config(snakemake.output.config, snakemake.params.experiment, snakemake.params.dataset, config)

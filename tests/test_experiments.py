@@ -1,7 +1,9 @@
 """The workflow's half of the config (ddpm.experiments): experiments, sweeps, seeds and the checks that need the dataset."""
 
+import json
 import re
 
+import numpy as np
 import pytest
 import yaml
 
@@ -21,9 +23,13 @@ from ddpm.experiments import (
     identical_runs,
     recorded_configs,
     sample_settings,
+    draw_index,
+    draw_suffixes,
+    loss_objective,
     trains_on,
     yaml_config_overrides,
 )
+from ddpm.sampled_epochs import drawn_counts, kept_in_full, last_epoch_notes
 
 DIGITS = DatasetInfo("digits", 1797, 1, 8)
 
@@ -123,16 +129,18 @@ def test_a_finished_run_is_told_apart_by_its_recorded_config(tmp_path):
         recorded = {**run.config.to_dict(), "epochs": 1, "checkpoint_epochs": [1]}  # a 1-epoch run of it, finished
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text(yaml.safe_dump({"train": recorded}))
+        (tmp_path / "resume" / name / "checkpoints").mkdir(parents=True)
+        (tmp_path / "resume" / name / "checkpoints" / "epoch_1.pt").touch()  # its final state's
     assert runs["base"].config.epochs == runs["cosine"].config.epochs == 2
     recorded = recorded_configs(runs, tmp_path)
-    assert epoch_changes(runs, recorded) == [
+    assert epoch_changes(runs, recorded, tmp_path / "resume") == [
         "run base: epochs 1 -> 2: trains on from its final state at epoch 1",
         "run cosine: epochs 1 -> 2: trains again from step 0, as lr_schedule cosine depends on the number of epochs"]
     assert trains_on(recorded["base"], runs["base"].config) and not trains_on(recorded["cosine"], runs["cosine"].config)
     (tmp_path / "base" / "config.yaml").write_text(yaml.safe_dump({"train": {"num_workers": 4}}))  # not this version's
     recorded = recorded_configs(runs, tmp_path)
     assert recorded["base"] is None and not trains_on(recorded["base"], runs["base"].config)
-    assert epoch_changes({"base": runs["base"]}, recorded) == []
+    assert epoch_changes({"base": runs["base"]}, recorded, tmp_path / "resume") == []
 
 
 def test_fewer_epochs_under_the_cosine_schedule_are_said_to_train_again(tmp_path):
@@ -142,7 +150,7 @@ def test_fewer_epochs_under_the_cosine_schedule_are_said_to_train_again(tmp_path
     recorded = {**runs["cosine"].config.to_dict(), "epochs": 4, "checkpoint_epochs": [1, 2, 4]}
     (tmp_path / "cosine").mkdir()
     (tmp_path / "cosine" / "config.yaml").write_text(yaml.safe_dump({"train": recorded}))
-    assert epoch_changes(runs, recorded_configs(runs, tmp_path)) == [
+    assert epoch_changes(runs, recorded_configs(runs, tmp_path), tmp_path / "resume") == [
         "run cosine: epochs 4 -> 2: trains again from step 0, as lr_schedule cosine depends on the number of epochs"]
 
 
@@ -160,6 +168,14 @@ def test_fewer_samples_before_the_last_epoch():
     sampling = {"num_samples": 64, "num_samples_early": 8, "grid_size": 16, "sampler": "ancestral", "batch_size": 32,
                 "seed": 1}
     assert [sample_settings(sampling, epoch, 5)["num_samples"] for epoch in (1, 4, 5)] == [8, 8, 64]
+
+
+def test_each_draw_has_its_own_sampling_seed_and_file():
+    sampling = {"num_samples": 64, "num_samples_early": None, "sampler": "ancestral", "batch_size": 32, "seed": 5,
+                "draws": 3}
+    assert draw_suffixes(sampling) == ["", "_draw1", "_draw2"]
+    assert [sample_settings(sampling, 5, 5, draw_index(suffix))["seed"] for suffix in draw_suffixes(sampling)] == [5, 6, 7]
+    assert draw_suffixes({**sampling, "draws": 1}) == [""]
 
 
 def test_gpus_beyond_the_given_resources_are_refused():
@@ -283,3 +299,55 @@ def test_the_old_sampling_names_are_refused_naming_the_new(old, new):
     check_renamed_fields({"sampling": None})
     with pytest.raises(ValueError, match=rf"^sampling.{old} is now sampling.{new} "):
         check_renamed_fields({"sampling": {old: 1}})
+
+
+def test_the_loss_objective_names_the_target_and_the_weighting():
+    assert loss_objective(TrainConfig()) == "MSE on the noise"
+    assert loss_objective(TrainConfig(prediction="x0", loss_weighting="min_snr", min_snr_gamma=5.0)) == \
+        "MSE on x_0, Min-SNR-5 weights"
+    assert loss_objective(TrainConfig(prediction="v")) == "MSE on v"
+
+
+def test_each_run_is_checkpointed_at_its_last_epoch_too_and_the_dry_run_says_where_that_is_no_sample_epoch():
+    runs = expand_runs(workflow_config(sweep={"epochs": [2, 4]}, seeds=[0, 1]), DIGITS)
+    assert [run.config.checkpoint_epochs for run in runs.values()] == [[1, 2], [1, 2], [1, 2, 4], [1, 2, 4]]
+    assert last_epoch_notes(runs, [1, 2]) == [
+        "runs base.epochs-4.seed-0, base.epochs-4.seed-1: the last epoch (4) is not one of sample_epochs [1, 2]; it is "
+        "checkpointed (checkpoints/last.pt), sampled and scored as well"]
+    assert last_epoch_notes(expand_runs(workflow_config(), DIGITS), [1, 2]) == []
+
+
+def test_an_epoch_drawn_with_all_num_samples_keeps_them(tmp_path):
+    """base extended from 2 to 4 epochs: epoch 2, scored with num_samples as its last epoch, keeps them; epoch 1
+    (scored with num_samples_early) and epoch 3 (never drawn) get num_samples_early. The count comes from the first
+    draw, or from the metrics where there is none."""
+    runs = expand_runs(workflow_config(defaults={"epochs": 4, "batch_size": 64}, sample_epochs=[1, 2, 3]), DIGITS)
+    sampling = {"num_samples": 16, "num_samples_early": 8, "sampler": "ancestral", "batch_size": 8, "seed": 0}
+    (tmp_path / "base" / "metrics").mkdir(parents=True)
+    (tmp_path / "base" / "samples").mkdir()
+    (tmp_path / "base" / "metrics" / "epoch_1.json").write_text(json.dumps({"num_samples": 8}))
+    np.save(tmp_path / "base" / "samples" / "epoch_2.npy", np.zeros((16, 1, 8, 8), dtype=np.uint8))
+    drawn = drawn_counts(runs, tmp_path)
+    assert drawn == {"base": {1: 8, 2: 16}}
+    kept = kept_in_full(runs, sampling, drawn)
+    assert kept == {"base": [2]}
+    assert [sample_settings(sampling, epoch, 4, kept=kept["base"])["num_samples"] for epoch in (1, 2, 3, 4)] == \
+        [8, 16, 8, 16]
+    assert kept_in_full(runs, {**sampling, "num_samples": 32}, drawn) == {"base": []}  # drawn anew in any case
+
+
+def test_a_final_state_past_a_new_checkpoint_epoch_is_said_to_train_again(tmp_path):
+    """A run that finished 4 epochs with checkpoints at 1, 2 and 4, asked for 3 (which it kept no checkpoint of),
+    or for 2 (which it did)."""
+    config = workflow_config(defaults={"epochs": 4, "batch_size": 64})
+    before = expand_runs(config, DIGITS)["base"].config
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.yaml").write_text(yaml.safe_dump({"train": before.to_dict()}))
+    (tmp_path / "resume" / "base" / "checkpoints").mkdir(parents=True)
+    for epoch in before.checkpoint_epochs:
+        (tmp_path / "resume" / "base" / "checkpoints" / f"epoch_{epoch}.pt").touch()
+    for epochs, message in [(3, "run base: epochs 4 -> 3: trains again from step 0, as its final state is past "
+                                "epochs [3], of which it kept no checkpoint"),
+                            (2, "run base: epochs 4 -> 2: keeps its first 2 epochs")]:
+        runs = expand_runs({**config, "defaults": {"epochs": epochs, "batch_size": 64}}, DIGITS)
+        assert epoch_changes(runs, recorded_configs(runs, tmp_path), tmp_path / "resume") == [message]

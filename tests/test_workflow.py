@@ -10,7 +10,8 @@ import torch
 import yaml
 from PIL import Image
 
-from ddpm.checkpoint import ResumeStore
+from ddpm.checkpoint import ResumeStore, load_checkpoint
+from ddpm.checks import METRICS
 from ddpm.workflow import logged_to, run_of
 from tests.workflow import ROOT, TINY, finish, snakemake, start_snakemake, tiny_config
 
@@ -35,6 +36,8 @@ def test_every_output_exists_and_is_valid(run):
         for epoch in EPOCHS:
             array = np.load(results / exp / "samples" / f"epoch_{epoch}.npy")
             assert array.shape == (16 if epoch == EPOCHS[-1] else 8, 1, 8, 8) and array.dtype == np.uint8
+            second_draw = np.load(results / exp / "samples" / f"epoch_{epoch}_draw1.npy")  # sampling seed 1
+            assert second_draw.shape == array.shape and not np.array_equal(second_draw, array)
             with Image.open(results / exp / "samples" / f"epoch_{epoch}.png") as grid:
                 grid.verify()
     for plot in ("loss", "samples", "fid", "quality"):
@@ -42,9 +45,11 @@ def test_every_output_exists_and_is_valid(run):
             assert image.format == "PNG" and image.size[0] > 300
     with open(results / "metrics.csv", newline="") as f:
         metrics = list(csv.DictReader(f))
-    assert list(metrics[0]) == ["experiment", "seed", "epoch", "fid", "precision", "recall", "memorisation", "extractor",
-                                "num_samples", "num_reference", "num_reference_features"]
+    assert list(metrics[0]) == ["experiment", "seed", "epoch",
+                                *(f"{m}{s}" for m in METRICS for s in ("", "_sampling_se")), "extractor",
+                                "num_samples", "sampling_draws", "num_reference", "num_reference_features"]
     assert all(0 <= float(m[column]) <= 1 for m in metrics for column in ("precision", "recall", "memorisation"))
+    assert all(m["sampling_draws"] == "2" and float(m["fid_sampling_se"]) > 0 for m in metrics)
     assert len(metrics) == len(EXPERIMENTS) * len(EPOCHS)
     assert all(m["extractor"] == "classifier" for m in metrics)
     assert sorted((int(m["epoch"]), int(m["num_samples"])) for m in metrics) == [(1, 8), (1, 8), (2, 16), (2, 16)]
@@ -125,7 +130,7 @@ def test_runs_that_train_the_same_model_are_warned_of_before_any_job(tmp_path):
 def test_a_finished_run_asked_for_more_epochs_trains_only_those(run, tmp_path):
     """The tiny run with base raised from 2 to 4 epochs: only base's train job runs, from its final state, and its
     loss rows and final state are bit-identical to a run asked for 4 epochs from the start; the samples and FIDs
-    of epochs 1 and 2 are kept as they were."""
+    of epochs 1 and 2 are kept as they were, and its last epoch is sampled and scored."""
     extended, fresh = tmp_path / "extended", tmp_path / "fresh"
     shutil.copytree(run, extended, symlinks=True)
     config = tiny_config(experiments={"base": {"epochs": 4}, "lr_high": {"lr": 3.0e-3}})
@@ -133,7 +138,9 @@ def test_a_finished_run_asked_for_more_epochs_trains_only_those(run, tmp_path):
     planned = snakemake(extended, "--dry-run", config=config)
     assert planned.returncode == 0, planned.output
     assert "run base: epochs 2 -> 4: trains on from its final state at epoch 2" in planned.output, planned.output
-    assert [rule for rule in planned_rules(planned.output) if rule in ("train", "sample", "evaluate")] == ["train"]
+    assert sorted(rule for rule in planned_rules(planned.output) if rule in ("train", "sample", "evaluate")) == \
+        ["evaluate", "sample", "sample", "train"]  # two draws
+    assert planned_samples(planned.output) == {("base", 4)}, planned.output
     result = snakemake(extended, config=config)
     assert result.returncode == 0, result.output
     assert "resumed from step 56 (epoch 3" in (extended / "results" / "logs" / "train" / "base.log").read_text()
@@ -173,7 +180,7 @@ def test_num_samples_early_reruns_only_the_early_epochs(run):
     config = tiny_config(sampling={**tiny_config()["sampling"], "num_samples_early": 4})
     planned = snakemake(run, "--dry-run", config=config)
     assert planned.returncode == 0, planned.output
-    assert planned_rules(planned.output).count("sample") == len(EXPERIMENTS), planned.output
+    assert planned_rules(planned.output).count("sample") == 2 * len(EXPERIMENTS), planned.output  # two draws
     assert re.findall(r"epoch=(\d+)", planned.output) and set(re.findall(r"epoch=(\d+)", planned.output)) == {"1"}
 
 
@@ -345,3 +352,73 @@ def test_bad_config_fails_before_any_job(bad_config_runs, name, messages):
     for message in [messages] if isinstance(messages, str) else messages:
         assert message in result.output, result.output
     assert not (workdir / "results").exists() and not (workdir / "data").exists()
+
+
+def planned_samples(output: str) -> set[tuple[str, int]]:
+    """The (run, epoch) of every sample job a dry run plans."""
+    return {(run, int(epoch)) for run, epoch in re.findall(r"wildcards: run=(\S+), epoch=(\d+), draw=", output)}
+
+
+def metric_rows(workdir, table: str = "metrics.csv") -> list[tuple[str, int]]:
+    with open(workdir / "results" / table, newline="") as f:
+        return sorted((row["experiment"], int(row["epoch"])) for row in csv.DictReader(f))
+
+
+def test_a_last_epoch_that_is_not_a_sample_epoch_is_checkpointed_sampled_and_scored(run_copy):
+    """base raised from 2 to 3 epochs, sample_epochs still [1, 2]: the dry run says so, its epoch-3 model is
+    published (checkpoints/last.pt, epoch_3.pt) and sampled and scored with all num_samples, in one run."""
+    config = tiny_config(experiments={"base": {"epochs": 3}, "lr_high": {"lr": 3.0e-3}})
+    planned = snakemake(run_copy, "--dry-run", config=config)
+    assert planned.returncode == 0, planned.output
+    assert ("run base: the last epoch (3) is not one of sample_epochs [1, 2]; it is checkpointed (checkpoints/last.pt), "
+            "sampled and scored as well") in planned.output, planned.output
+    assert planned_samples(planned.output) == {("base", 3)}, planned.output
+    result = snakemake(run_copy, config=config)
+    assert result.returncode == 0, result.output
+    checkpoints = run_copy / "results" / "base" / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.pt")["epoch"] == load_checkpoint(checkpoints / "epoch_3.pt")["epoch"] == 3
+    assert np.load(run_copy / "results" / "base" / "samples" / "epoch_3.npy").shape[0] == 16
+    assert metric_rows(run_copy) == [("base", 1), ("base", 2), ("base", 3), ("lr_high", 1), ("lr_high", 2)]
+    assert "Nothing to be done" in snakemake(run_copy, "--dry-run", config=config).output
+
+
+@pytest.fixture(scope="module")
+def extended_run(tiny_run, tmp_path_factory):
+    """The tiny run with base extended from epochs 2 and sample_epochs [1, 2] to 3 and [1, 2, 3] (lr_high left out),
+    with the mtimes of its epoch-2 samples and metrics from before."""
+    workdir = tmp_path_factory.mktemp("extended") / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "results" / "base").glob("[ms]*/epoch_2*")}  # samples, metrics
+    result = snakemake(workdir, config=tiny_config(experiments={"base": {"epochs": 3}}, sample_epochs=[1, 2, 3]))
+    assert result.returncode == 0, result.output
+    return workdir, before
+
+
+def test_extending_a_run_keeps_the_samples_and_fid_of_its_former_last_epoch(extended_run):
+    """Epoch 2, scored with all 16 samples as the last epoch, is not drawn again with num_samples_early (8) once
+    epoch 3 is the last: now or in a later run."""
+    workdir, before = extended_run
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    with open(workdir / "results" / "metrics.csv", newline="") as f:
+        counts = {int(row["epoch"]): int(row["num_samples"]) for row in csv.DictReader(f) if row["experiment"] == "base"}
+    assert counts == {1: 8, 2: 16, 3: 16}
+    config = tiny_config(experiments={"base": {"epochs": 3}}, sample_epochs=[1, 2, 3])
+    planned = snakemake(workdir, "--dry-run", config=config)
+    assert "Nothing to be done" in planned.output, planned.output
+
+
+def test_lowering_epochs_settles_in_one_run(extended_run, tmp_path):
+    """base lowered from 3 epochs back to 2: the dry run shows every job, and one run leaves no epoch-3 rows in
+    the tables, with nothing left to do."""
+    workdir = tmp_path / "lowered"
+    shutil.copytree(extended_run[0], workdir, symlinks=True)
+    config = tiny_config(experiments={"base": {}})
+    planned = snakemake(workdir, "--dry-run", config=config)
+    assert planned.returncode == 0, planned.output
+    assert "run base: epochs 3 -> 2: keeps its first 2 epochs" in planned.output, planned.output
+    assert {"train", "aggregate_metrics", "summarize"} <= set(planned_rules(planned.output)), planned.output
+    result = snakemake(workdir, config=config)
+    assert result.returncode == 0, result.output
+    assert sorted(planned_rules(result.output)) == sorted(planned_rules(planned.output))
+    assert metric_rows(workdir) == metric_rows(workdir, "summary.csv") == [("base", 1), ("base", 2)]
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run", config=config).output
