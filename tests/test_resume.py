@@ -137,23 +137,32 @@ def test_killed_at_random_moments_resumes_bit_identically(setup, reference):
     assert_same_run(setup, reference(), "killed")
 
 
-def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):
-    """Snakemake deletes a failed job's outputs; the resume state lives elsewhere, so a plain rerun continues."""
-    config = tiny_config(experiments={"base": {"epochs": 6, "state_every": 5}}, sample_epochs=[6])
-    process = start_snakemake(tmp_path, "results/base/losses.csv", config=config)
-    store = ResumeStore(tmp_path / "results" / "resume" / "base")
+SIX_EPOCHS = tiny_config(experiments={"base": {"epochs": 6, "state_every": 5}}, sample_epochs=[6])
+
+
+def signal_train_job(workdir, signum: int):
+    """Start the six-epoch tiny run's training in `workdir`, send `signum` to its train job once the first resume
+    state is written, and return the snakemake process and the run's resume store."""
+    process = start_snakemake(workdir, "results/base/losses.csv", config=SIX_EPOCHS)
+    store = ResumeStore(workdir / "results" / "resume" / "base")
     deadline = time.time() + 600
     while not store.steps() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
-    job = subprocess.run(["pgrep", "-f", f"{tmp_path}/.snakemake/scripts/.*train.py"], capture_output=True, text=True)
+    job = subprocess.run(["pgrep", "-f", f"{workdir}/.snakemake/scripts/.*train.py"], capture_output=True, text=True)
     assert job.stdout.strip(), "the train job was not found running"
     for pid in job.stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+        os.kill(int(pid), signum)
+    return process, store
+
+
+def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):
+    """Snakemake deletes a failed job's outputs; the resume state lives elsewhere, so a plain rerun continues."""
+    process, store = signal_train_job(tmp_path, signal.SIGKILL)
     assert "Error in rule train" in finish(process, timeout=300).output
     assert not (tmp_path / "results" / "base" / "losses.csv").exists()
     assert store.steps()
 
-    result = snakemake(tmp_path, "results/base/losses.csv", config=config)
+    result = snakemake(tmp_path, "results/base/losses.csv", config=SIX_EPOCHS)
     assert result.returncode == 0, result.output
     log = (tmp_path / "results" / "logs" / "train" / "base.log").read_text()
     assert "resumed from step" in log
@@ -166,23 +175,14 @@ def test_workflow_train_job_killed_then_rerun_resumes(tmp_path):
 def test_workflow_ctrl_c_says_so_on_the_console_and_the_dry_run_says_from_which_step(tmp_path):
     """Ctrl-C reaches the train job: the job says on its stderr, which Snakemake shows, at which step it stopped and
     that the same command resumes; `snakemake -n` then says from which step the run resumes."""
-    config = tiny_config(experiments={"base": {"epochs": 6, "state_every": 5}}, sample_epochs=[6])
-    process = start_snakemake(tmp_path, "results/base/losses.csv", config=config)
-    store = ResumeStore(tmp_path / "results" / "resume" / "base")
-    deadline = time.time() + 600
-    while not store.steps() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    job = subprocess.run(["pgrep", "-f", f"{tmp_path}/.snakemake/scripts/.*train.py"], capture_output=True, text=True)
-    assert job.stdout.strip(), "the train job was not found running"
-    for pid in job.stdout.split():
-        os.kill(int(pid), signal.SIGINT)
+    process, _ = signal_train_job(tmp_path, signal.SIGINT)
     console = finish(process, timeout=300).stderr
     message = "training interrupted by SIGINT at step "
     assert message in console, console
     step = int(console.split(message)[1].split()[0])
     assert f"running the same command again resumes from step {step}\n" in console
 
-    dry_run = snakemake(tmp_path, "-n", "results/base/losses.csv", config=config)
+    dry_run = snakemake(tmp_path, "-n", "results/base/losses.csv", config=SIX_EPOCHS)
     assert dry_run.returncode == 0, dry_run.output
     assert f"run base: resumes from step {step} (epoch {step // (1797 // 64) + 1} of 6)" in dry_run.output
 
