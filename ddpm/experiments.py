@@ -9,7 +9,6 @@ import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
@@ -73,7 +72,7 @@ def sample_settings(sampling: dict, epoch: int, last_epoch: int, draw: int = 0, 
     """What changes the samples of one draw at one epoch (not grid_size or the number of draws; steps only for the
     samplers that take them, eta only for DDIM), in a fixed key order: the sample jobs' params, so that changing
     anything else reruns none of them. `num_samples` is `num_samples_early` before the run's last epoch, when that
-    is set, but at the epochs `kept` (drawn with num_samples already: ddpm.sampled_epochs.kept_in_full); draw d uses
+    is set, but at the epochs `kept` (drawn with num_samples already: ddpm.reruns.kept_in_full); draw d uses
     the sampling seed `seed` + d."""
     changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
     if sampling["sampler"] != "ancestral":
@@ -304,81 +303,6 @@ def identical_runs(runs: dict[str, Run]) -> list[list[str]]:
     for name, run in runs.items():
         groups.setdefault(json.dumps(run.config.training_identity(), sort_keys=True), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
-
-
-def recorded_configs(runs: dict[str, Run], results: Path) -> dict[str, TrainConfig | None]:
-    """The config each run last trained with (results/<run>/config.yaml), read once; None for a run without one, or
-    with one that is not this version's (the run then counts as trained differently)."""
-    recorded = {}
-    for name in runs:
-        try:
-            recorded[name] = TrainConfig.from_dict(yaml.safe_load((results / name / "config.yaml").read_text())["train"])
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-            recorded[name] = None
-    return recorded
-
-
-def trains_on(before: TrainConfig | None, config: TrainConfig) -> bool:
-    """Whether a run that trained with `before` and now has `config` can only go on from where it finished (more or
-    fewer epochs, or nothing that changes what it computes), so that its checkpoints keep their contents and need
-    no new samples."""
-    return before is not None and before.extensible_identity() == config.extensible_identity()
-
-
-def epoch_changes(runs: dict[str, Run], recorded: dict[str, TrainConfig | None], resume_dir: Path) -> list[str]:
-    """What the train job of each finished run (its config in `recorded`) that is asked for other epochs or
-    checkpoint epochs will do: go on from its final state in resume_dir/<run>/; or train again from step 0, where
-    that state is past an epoch to checkpoint now whose checkpoint it did not keep, or under the cosine lr schedule,
-    whose lr depends on the number of epochs."""
-    messages = []
-    for name, run in runs.items():
-        before, config = recorded[name], run.config
-        if before is None or (before.epochs, before.checkpoint_epochs) == (config.epochs, config.checkpoint_epochs):
-            continue
-        change = f"run {name}"
-        if before.epochs != config.epochs:
-            change += f": epochs {before.epochs} -> {config.epochs}"
-        unkept = [epoch for epoch in config.checkpoint_epochs if epoch <= before.epochs
-                  and not (resume_dir / name / "checkpoints" / f"epoch_{epoch}.pt").exists()]
-        if trains_on(before, config) and unkept:
-            messages.append(f"{change}: trains again from step 0, as its final state is past epochs {unkept}, of "
-                            "which it kept no checkpoint")
-        elif trains_on(before, config) and before.epochs != config.epochs:
-            messages.append(f"{change}: trains on from its final state at epoch {before.epochs}" if
-                            config.epochs > before.epochs else f"{change}: keeps its first {config.epochs} epochs")
-        elif not trains_on(before, config) and _identity_but_epochs(before) == _identity_but_epochs(config):
-            messages.append(f"{change}: trains again from step 0, as lr_schedule {config.lr_schedule} depends on "
-                            "the number of epochs")
-    return messages
-
-
-def _identity_but_epochs(config: TrainConfig) -> dict:
-    return {key: value for key, value in config.training_identity().items() if key != "epochs"}
-
-
-def resume_notes(runs: dict[str, Run], recorded: dict[str, TrainConfig | None], resume_dir: Path) -> list[str]:
-    """What the train job of each unfinished run (none in `recorded`) will do with the resume state that a stopped
-    job left in resume_dir/<run>/ (its resume.json, written by ddpm.run_files.RunFiles): go on from its step, or
-    train again from step 0 where the state is of another training config or number of processes, or past a
-    sample epoch whose checkpoint it did not keep."""
-    messages = []
-    for name, run in runs.items():
-        try:
-            saved = json.loads((resume_dir / name / "resume.json").read_text())
-        except (OSError, ValueError):
-            saved = None
-        if recorded[name] is not None or saved is None or saved["step"] >= run.config.epochs * saved["steps_per_epoch"]:
-            continue
-        step, per_epoch, state = saved["step"], saved["steps_per_epoch"], resume_dir / name
-        missing = [epoch for epoch in run.config.checkpoint_epochs if epoch * per_epoch <= step
-                   and not (state / "checkpoints" / f"epoch_{epoch}.pt").exists()]
-        if saved["fingerprint"] != run.config.fingerprint() or saved["world_size"] != run.config.gpus or missing:
-            messages.append(f"run {name}: the resume state in {state} (step {step}) does not fit its config now: "
-                            "trains again from step 0")
-        else:
-            messages.append(f"run {name}: resumes from step {step} (epoch {step // per_epoch + 1} of "
-                            f"{run.config.epochs}), from the state its stopped training left in {state}")
-    return messages
 
 
 def experiment_runs(runs: dict[str, Run]) -> dict[str, list[Run]]:

@@ -6,7 +6,7 @@
 #   SWEEP, SAMPLE_EPOCHS   the config's sweep ({} without one); its sample epochs, sorted
 #   RUN_EPOCHS             run -> the epochs it is checkpointed, sampled and scored at: the sample epochs, its last
 #   DRAWN, KEPT_IN_FULL    run -> epoch -> samples per draw on disk; -> the epochs before its last drawn with
-#                          num_samples, which keep that count (ddpm.sampled_epochs)
+#                          num_samples, which keep that count (ddpm.reruns)
 #   GPUS                   experiment -> the GPUs its training job asks for
 #   RECORDED               run -> the TrainConfig it last trained with, None if it has not finished
 #   UNLISTED_LAST_EPOCHS   the runs' last epochs that are not sample epochs
@@ -26,17 +26,21 @@ from ddpm.experiments import (
     check_tensorboard,
     draw_index,
     draw_suffixes,
-    epoch_changes,
     expand_runs,
     experiment_labels,
     experiment_runs,
     identical_runs,
+    sample_settings,
+)
+from ddpm.reruns import (
+    drawn_counts,
+    epoch_changes,
+    kept_in_full,
+    last_epoch_notes,
     recorded_configs,
     resume_notes,
-    sample_settings,
     trains_on,
 )
-from ddpm.sampled_epochs import drawn_counts, kept_in_full, last_epoch_notes
 from snakemake.logging import logger
 
 DATASET = check_dataset(**config["dataset"])

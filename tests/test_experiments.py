@@ -13,7 +13,6 @@ from ddpm.experiments import (
     check_evaluation,
     check_renamed_fields,
     check_numbers_read_as_text,
-    epoch_changes,
     check_experiment_name,
     check_gpus,
     check_sampling,
@@ -21,15 +20,13 @@ from ddpm.experiments import (
     experiment_configs,
     experiment_runs,
     identical_runs,
-    recorded_configs,
     sample_settings,
     draw_index,
     draw_suffixes,
     loss_objective,
-    trains_on,
     yaml_config_overrides,
 )
-from ddpm.sampled_epochs import drawn_counts, kept_in_full, last_epoch_notes
+from ddpm.reruns import drawn_counts, epoch_changes, kept_in_full, last_epoch_notes, recorded_configs, trains_on
 
 DIGITS = DatasetInfo("digits", 1797, 1, 8)
 

@@ -14,7 +14,7 @@ LAYERS = [
     ("run_files", "extractors"),
     ("training", "sampling", "metrics"),
     ("launch", "experiments", "summary"),
-    ("workflow",),
+    ("workflow", "reruns"),
 ]
 LAYER = {module: number for number, modules in enumerate(LAYERS) for module in modules}
 

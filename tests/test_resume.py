@@ -15,7 +15,8 @@ import torch
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint, save_checkpoint
 from ddpm.data import prepare_dataset
-from ddpm.experiments import Run, resume_notes
+from ddpm.experiments import Run
+from ddpm.reruns import resume_notes
 from ddpm.launch import INTERRUPTED_EXIT_CODE, training_command
 from ddpm.training import train
 from tests.test_training import interrupted, read_csv, run, tiny
