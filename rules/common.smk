@@ -57,7 +57,9 @@ SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 RUN_EPOCHS = {name: run.config.checkpoint_epochs for name, run in RUNS.items()}
 DRAWN = drawn_counts(RUNS, Path("results"))
 KEPT_IN_FULL = kept_in_full(RUNS, config["sampling"], DRAWN)
-UNLISTED_LAST_EPOCHS = sorted({run.config.epochs for run in RUNS.values()} - set(SAMPLE_EPOCHS))
+UNLISTED_LAST_EPOCHS = sorted(
+    {run.config.epochs for run in RUNS.values()} - set(SAMPLE_EPOCHS)
+)
 LABELS = experiment_labels(EXPERIMENTS)
 # GPUs a training job asks for: the experiment's `gpus` unless it is pinned to the CPU
 GPUS = {name: 0 if c.device == "cpu" else c.gpus for name, c in EXPERIMENTS.items()}
@@ -100,19 +102,24 @@ def sampling_of(wildcards):
     """What one sample job draws (ddpm.experiments.sample_settings)."""
     run, epoch = RUNS[wildcards.run], int(wildcards.epoch)
     draw = draw_index(wildcards.draw)
-    return sample_settings(config["sampling"], epoch, run.config.epochs, draw, KEPT_IN_FULL[run.name])
+    return sample_settings(
+        config["sampling"], epoch, run.config.epochs, draw, KEPT_IN_FULL[run.name]
+    )
 
 
 def checkpoint_to_sample(wildcards):
     """The epoch's checkpoint. A run that only goes on from where it finished rewrites its checkpoints so far bit for
     bit: ancient() keeps the samples drawn from them from being drawn again. Only those on disk with the count they
     are drawn with now: below a train job that reruns, Snakemake checks a job for nothing else, so the others must
-    depend on the checkpoint to be drawn anew. A run trained differently samples them all again."""
+    depend on the checkpoint to be drawn anew. A run trained differently samples them all again.
+    """
     epoch = int(wildcards.epoch)
     path = f"results/{wildcards.run}/checkpoints/epoch_{epoch}.pt"
     kept = (
         trains_on(RECORDED[wildcards.run], RUNS[wildcards.run].config)
-        and Path(f"results/{wildcards.run}/samples/epoch_{epoch}{wildcards.draw}.npy").exists()
+        and Path(
+            f"results/{wildcards.run}/samples/epoch_{epoch}{wildcards.draw}.npy"
+        ).exists()
         and DRAWN[wildcards.run].get(epoch) == sampling_of(wildcards)["num_samples"]
     )
     return ancient(path) if kept else path
