@@ -19,7 +19,7 @@ from ddpm.config import TrainConfig
 from ddpm.files import atomic_write, publish
 
 CSV_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds")
-# beside the states: what the newest one is, for a dry run that loads no torch (ddpm.experiments.resume_notes)
+# beside the states: what the newest one is, for a dry run that loads no torch (ddpm.reruns.resume_notes)
 RESUME_INFO = "resume.json"
 
 
