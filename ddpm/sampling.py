@@ -1,5 +1,5 @@
 """Sampling from a training checkpoint, with the EMA weights when the run kept them: in Python, and on the
-command line, by default as the default workflow config samples (config/config.yaml: DDIM, 50 steps, eta 0.7):
+command line, by default as the default workflow config samples (config/config.yaml: DPM-Solver++(2M) SDE, 20 steps):
 
     python -m ddpm.sampling results/ddpm/checkpoints/epoch_40.pt --num-samples 100 --out grid.png --sampler dpm_solver
     ddpm-sample CHECKPOINT --num-samples 1000 --out samples.npy       (the same, once the package is installed)
@@ -19,12 +19,12 @@ from ddpm.checkpoint import CheckpointError, load_checkpoint
 from ddpm.checks import DEVICES, SAMPLERS
 from ddpm.config import TrainConfig
 from ddpm.data import to_uint8
-from ddpm.diffusion import DEFAULT_STEPS, DiffusionModel
+from ddpm.diffusion import DiffusionModel
 from ddpm.files import atomic_write
 from ddpm.images import save_grid
 from ddpm.models import build_model, resolve_device
 
-DEFAULT_SAMPLER, DEFAULT_ETA = "ddim", 0.7  # ddpm-sample's, with DEFAULT_STEPS: config/config.yaml's sampling
+DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, DEFAULT_ETA = "dpm_solver_sde", 20, 0.0  # ddpm-sample's: config/config.yaml's
 CHECKPOINT_KEYS = ("config", "channels", "image_size", "model", "ema")  # what training saves at an epoch
 EPOCH_CHECKPOINT = "results/<run>/checkpoints/epoch_<E>.pt"
 
@@ -144,7 +144,7 @@ def _parser() -> _Parser:
                              "dpm_solver_sde: DPM-Solver++(2M), Lu et al. 2022, over --steps steps "
                              "(default %(default)s)")
     parser.add_argument("--steps", type=_count(1),
-                        help=f"network evaluations of ddim and dpm_solver, at most T (default {DEFAULT_STEPS}, "
+                        help=f"network evaluations of ddim and dpm_solver, at most T (default {DEFAULT_SAMPLER_STEPS}, "
                              "or T when it is smaller)")
     parser.add_argument("--eta", type=float, help=f"DDIM's noise scale in [0, 1] (default {DEFAULT_ETA})")
     parser.add_argument("--seed", type=_count(0), default=0, help="the same seed draws the same images (default 0)")
@@ -195,7 +195,7 @@ def _sample(parser: _Parser, args: argparse.Namespace) -> None:
         parser.error(f"argument checkpoint: {error}")
     steps = None
     if args.sampler != "ancestral":
-        steps = args.steps or min(DEFAULT_STEPS, model.num_timesteps)
+        steps = args.steps or min(DEFAULT_SAMPLER_STEPS, model.num_timesteps)
         if steps > model.num_timesteps:
             parser.error(f"argument --steps: must be at most the checkpoint's num_timesteps ({model.num_timesteps}), "
                          f"got {steps}")

@@ -15,7 +15,6 @@ from PIL import Image
 from ddpm import sampling
 from ddpm.checkpoint import save_checkpoint
 from ddpm.config import TrainConfig
-from ddpm.diffusion import DEFAULT_STEPS
 from ddpm.models import build_model
 from ddpm.sampling import main
 from tests.workflow import ONE_THREAD_ENV, ROOT, tiny_config
@@ -177,19 +176,20 @@ def test_ctrl_c_stops_with_one_line_and_leaves_the_output_alone(checkpoint, tmp_
 
 
 def test_the_defaults_are_the_default_runs_sampling(checkpoint, tmp_path, capsys):
-    """DDIM with the default config's steps (at most the checkpoint's T) and eta, said so by --help."""
+    """The default config's sampler, steps (at most the checkpoint's T) and eta (the schema's 0 where it sets
+    none), said so by --help."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["sampling"]
-    assert (sampling.DEFAULT_SAMPLER, DEFAULT_STEPS, sampling.DEFAULT_ETA) == (config["sampler"], config["steps"],
-                                                                              config["eta"])
+    assert (sampling.DEFAULT_SAMPLER, sampling.DEFAULT_SAMPLER_STEPS, sampling.DEFAULT_ETA) == (
+        config["sampler"], config["steps"], config.get("eta", 0.0))
     main([str(checkpoint), "--num-samples", "3", "--out", str(tmp_path / "default.npy")])
-    main([str(checkpoint), "--num-samples", "3", "--out", str(tmp_path / "ddim.npy"), "--sampler", "ddim",
-          "--steps", str(T), "--eta", str(config["eta"])])
-    assert np.array_equal(np.load(tmp_path / "default.npy"), np.load(tmp_path / "ddim.npy"))
+    main([str(checkpoint), "--num-samples", "3", "--out", str(tmp_path / "explicit.npy"), "--sampler",
+          config["sampler"], "--steps", str(min(T, config["steps"]))])
+    assert np.array_equal(np.load(tmp_path / "default.npy"), np.load(tmp_path / "explicit.npy"))
     with pytest.raises(SystemExit):
         main(["--help"])
     usage = " ".join(capsys.readouterr().out.split())
     for default in (f"(default {config['sampler']})", f"(default {config['steps']}, or T when it is smaller)",
-                    f"(default {config['eta']})"):
+                    f"(default {config.get('eta', 0.0)})"):
         assert default in usage
 
 
