@@ -1,5 +1,5 @@
-"""The summary over seeds: one row per experiment and sample epoch, ranked by the last epoch's mean FID, and
-whether the best experiment's lead over the second is larger than the noise of training and sampling seeds
+"""The summary over seeds: one row per experiment and sample epoch, ranked by the last epoch's mean class-balanced
+FID (FID where the extractor gives no classes), and whether the best experiment's lead over the second is larger than the noise of training and sampling seeds
 (Welch's t-test over every draw)."""
 
 import html
@@ -14,6 +14,13 @@ from ddpm.checks import METRICS
 from ddpm.files import atomic_write, write_csv
 
 SIGNIFICANCE = 0.05  # the p-value below which a lead counts as larger than the noise
+RANKING_NAMES = {"fid_balanced": "class-balanced FID", "fid": "FID"}  # column -> its name in the verdict
+
+
+def ranking_metric(metrics: pd.DataFrame) -> str:
+    """The column that ranks and compares experiments: `fid_balanced`, whose draws spread half as much as FID's,
+    where every row has it (the classifier extractor), else `fid`."""
+    return "fid_balanced" if metrics["fid_balanced"].notna().all() else "fid"
 
 
 def epoch_statistics(losses: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +48,8 @@ def epoch_statistics(losses: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict] | None = None,
               objectives: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per experiment and sample epoch: `rank` (by the last sample epoch's mean FID, 1 = lowest), the
+    """One row per experiment and sample epoch: `rank` (by the last sample epoch's mean of `ranking_metric`, 1 =
+    lowest), the
     experiment, its swept values (from `swept`: experiment -> field -> value), `epoch`, `seeds` (how many runs),
     for each of METRICS its mean and sample standard deviation over seeds and `<metric>_sampling_se`, the standard
     error that sampling leaves in that mean (sqrt(sum of the runs' squared standard errors) / seeds), then the mean
@@ -62,7 +70,7 @@ def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict
     summary.insert(summary.columns.get_loc("final_loss_std") + 1, "loss_objective",
                    summary["experiment"].map(objectives or {}))
     last = summary[summary["epoch"] == summary["epoch"].max()]
-    ranks = last.sort_values(["fid_mean", "experiment"])["experiment"].tolist()
+    ranks = last.sort_values([f"{ranking_metric(metrics)}_mean", "experiment"])["experiment"].tolist()
     summary.insert(0, "rank", summary["experiment"].map({name: i + 1 for i, name in enumerate(ranks)}))
     swept = swept or {}
     fields = list(dict.fromkeys(name for values in swept.values() for name in values))
@@ -95,14 +103,14 @@ class Scores:
         return f"{self.mean:.4g} over {_seeds(self.seeds)}{draws}"
 
     @classmethod
-    def of_runs(cls, runs: pd.DataFrame) -> "Scores":
-        """From the runs' metric rows: each run's mean FID over its draws, its standard error and its number of
+    def of_runs(cls, runs: pd.DataFrame, metric: str = "fid") -> "Scores":
+        """From the runs' metric rows: each run's mean `metric` over its draws, its standard error and its number of
         draws give back the draws' sum of squares within runs, K (K - 1) se^2, to which the runs' spread around the
         overall mean adds K sum (mean_run - mean)^2 (one-way ANOVA's decomposition)."""
         draws = int(runs["sampling_draws"].iloc[0])
-        mean = float(runs["fid"].mean())
-        within = (draws * (draws - 1) * runs["fid_sampling_se"] ** 2).sum() if draws > 1 else 0.0
-        between = draws * ((runs["fid"] - mean) ** 2).sum()
+        mean = float(runs[metric].mean())
+        within = (draws * (draws - 1) * runs[f"{metric}_sampling_se"] ** 2).sum() if draws > 1 else 0.0
+        between = draws * ((runs[metric] - mean) ** 2).sum()
         count = len(runs) * draws
         std = math.sqrt((within + between) / (count - 1)) if count > 1 else math.nan
         return cls(mean, std, len(runs), draws)
@@ -116,6 +124,7 @@ class Lead:
     say) are a tie, not a lead."""
 
     epoch: int
+    metric: str  # the column compared: ranking_metric's
     best: str
     second: str
     best_scores: Scores
@@ -129,16 +138,16 @@ class Lead:
         return self.best_scores.mean == self.second_scores.mean
 
     def sentence(self) -> str:
-        best, second = self.best_scores, self.second_scores
+        best, second, name = self.best_scores, self.second_scores, RANKING_NAMES[self.metric]
         if self.tied:
-            return (f"At epoch {self.epoch}, {self.best} and {self.second} are tied for the lowest mean FID "
+            return (f"At epoch {self.epoch}, {self.best} and {self.second} are tied for the lowest mean {name} "
                     f"({best.described()} and {second.described()}): nothing separates them.")
-        lead = (f"At epoch {self.epoch}, {self.best} has the lowest mean FID ({best.described()}), "
+        lead = (f"At epoch {self.epoch}, {self.best} has the lowest mean {name} ({best.described()}), "
                 f"{second.mean - best.mean:.4g} below {self.second} ({second.described()}).")
         if self.p_value is None:
             return f"{lead} Whether this lead exceeds the noise needs >= 2 seeds or sampling draws."
         if math.isnan(self.p_value):
-            return f"{lead} Welch's t-test is undefined: neither experiment's FID varies."
+            return f"{lead} Welch's t-test is undefined: neither experiment's {name} varies."
         noise = "the seed-to-seed and sampling noise" if max(best.seeds, second.seeds) > 1 else "the sampling noise"
         verdict = f"exceeds {noise}" if self.p_value < SIGNIFICANCE else f"is within {noise}"
         return (f"{lead} The lead {verdict}: Welch's t-test over every draw t = {self.t_statistic:.3g}, "
@@ -150,21 +159,22 @@ def _seeds(count: int) -> str:
 
 
 def best_lead(metrics: pd.DataFrame) -> Lead | None:
-    """Welch's t-test (scipy.stats.ttest_ind_from_stats, equal_var=False) between the FIDs of every draw of every
-    seed (`Scores.of_runs`) of the two experiments with the lowest mean FID at the last sample epoch; None with a
-    single experiment."""
-    epoch = int(metrics["epoch"].max())
-    scores = {name: Scores.of_runs(runs) for name, runs in metrics[metrics["epoch"] == epoch].groupby("experiment")}
+    """Welch's t-test (scipy.stats.ttest_ind_from_stats, equal_var=False) between the `ranking_metric` values of
+    every draw of every seed (`Scores.of_runs`) of the two experiments with its lowest means at the last sample
+    epoch; None with a single experiment."""
+    epoch, metric = int(metrics["epoch"].max()), ranking_metric(metrics)
+    last = metrics[metrics["epoch"] == epoch]
+    scores = {name: Scores.of_runs(runs, metric) for name, runs in last.groupby("experiment")}
     if len(scores) < 2:
         return None
     best, second = sorted(scores, key=lambda name: (scores[name].mean, name))[:2]
     a, b = scores[best], scores[second]
     if min(a.count, b.count) < 2:
-        return Lead(epoch, best, second, a, b, None, None)
+        return Lead(epoch, metric, best, second, a, b, None, None)
     if a.std == b.std == 0:  # no spread at all: the t statistic is undefined
-        return Lead(epoch, best, second, a, b, math.nan, math.nan)
+        return Lead(epoch, metric, best, second, a, b, math.nan, math.nan)
     test = ttest_ind_from_stats(a.mean, a.std, a.count, b.mean, b.std, b.count, equal_var=False)
-    return Lead(epoch, best, second, a, b, float(test.statistic), float(test.pvalue))
+    return Lead(epoch, metric, best, second, a, b, float(test.statistic), float(test.pvalue))
 
 
 def loss_warning(summary: pd.DataFrame) -> str | None:

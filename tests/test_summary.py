@@ -43,8 +43,9 @@ def losses() -> pd.DataFrame:
 
 def metric_rows(rows: list[dict], draws: int = 1) -> pd.DataFrame:
     """Metric rows as aggregate_metrics writes them from `rows` (experiment, seed, epoch, fid, ...): each metric not
-    given made from the FID, each its own; no sampling standard errors (one draw) unless given."""
-    made = {"fid_balanced": lambda fid: fid - 1, "class_mix_error": lambda fid: fid / 200,
+    given made from the FID, each its own, but no class-balanced FID (an extractor without classes: FID ranks); no
+    sampling standard errors (one draw) unless given."""
+    made = {"fid_balanced": lambda fid: math.nan, "class_mix_error": lambda fid: fid / 200,
             "precision": lambda fid: 1 - fid / 100, "recall": lambda fid: 1 - fid / 50,
             "memorisation": lambda fid: fid / 1000}
     return pd.DataFrame([{**{m: f(row["fid"]) for m, f in made.items()}, **{f"{m}_sampling_se": math.nan for m in METRICS},
@@ -200,3 +201,20 @@ def test_one_seed_is_singular():
     sentence = best_lead(metrics()[metrics()["seed"] == 0]).sentence()
     assert "(10 over 1 seed)" in sentence and "(20 over 1 seed)" in sentence and "seeds)" not in sentence, sentence
     assert "(11 over 2 seeds)" in best_lead(metrics()).sentence()
+
+
+def test_the_class_balanced_fid_ranks_and_is_tested_where_every_row_has_it():
+    """x leads in FID but y in the class-balanced FID, whose draws barely move: the balanced FID ranks and decides."""
+    draws = {("x", 0): ([10.0, 14.0, 12.0], [9.0, 9.1, 9.2]), ("y", 0): ([13.0, 12.5, 13.5], [7.0, 7.1, 6.9])}
+    rows = metric_rows([{"experiment": e, "seed": s, "epoch": 1, "fid": np.mean(fid),
+                         "fid_sampling_se": np.std(fid, ddof=1) / math.sqrt(3), "fid_balanced": np.mean(balanced),
+                         "fid_balanced_sampling_se": np.std(balanced, ddof=1) / math.sqrt(3)}
+                        for (e, s), (fid, balanced) in draws.items()], draws=3)
+    lead = best_lead(rows)
+    assert (lead.metric, lead.best, lead.second) == ("fid_balanced", "y", "x")
+    expected = ttest_ind(draws[("y", 0)][1], draws[("x", 0)][1], equal_var=False)
+    assert (lead.t_statistic, lead.p_value) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-12)
+    assert "y has the lowest mean class-balanced FID" in lead.sentence() and "exceeds the sampling noise" in lead.sentence()
+    summary = summarize(losses().replace({"a": "x", "b": "y"}).query("epoch == 1 and seed == 0"), rows)
+    assert summary.set_index("experiment")["rank"].to_dict() == {"y": 1, "x": 2}
+    assert best_lead(rows.assign(fid_balanced=math.nan)).metric == "fid"  # an inception run: FID ranks
