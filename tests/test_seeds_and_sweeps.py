@@ -67,13 +67,15 @@ def test_summary_equals_what_the_per_run_files_give(sweep_run):
     expected = {}
     for lr, experiment in zip(LRS, EXPERIMENTS):
         runs = [results / f"{experiment}.seed-{seed}" for seed in SEEDS]
-        fids = [json.loads((run / "metrics" / f"epoch_{EPOCH}.json").read_text())["fid"] for run in runs]
+        rows = [json.loads((run / "metrics" / f"epoch_{EPOCH}.json").read_text()) for run in runs]
+        fids, balanced = [row["fid"] for row in rows], [row["fid_balanced"] for row in rows]
         frames = [pd.read_csv(run / "losses.csv") for run in runs]  # one epoch, log_every 1: a row a step
         final_losses = [frame["loss"].mean() for frame in frames]
         seconds = [frame["elapsed_seconds"].iloc[-1] for frame in frames]
         speeds = [frame["step"].iloc[-1] * 64 / s for frame, s in zip(frames, seconds)]  # batch_size 64
         expected[experiment] = {"lr": lr, "epoch": EPOCH, "seeds": 2, "fid_mean": np.mean(fids),
-                                "fid_std": np.std(fids, ddof=1), "final_loss_mean": np.mean(final_losses),
+                                "fid_std": np.std(fids, ddof=1), "fid_balanced_mean": np.mean(balanced),
+                                "final_loss_mean": np.mean(final_losses),
                                 "final_loss_std": np.std(final_losses, ddof=1), "train_seconds": np.mean(seconds),
                                 "images_per_second": np.mean(speeds)}
     assert sorted(summary.index) == sorted(EXPERIMENTS)
@@ -82,10 +84,11 @@ def test_summary_equals_what_the_per_run_files_give(sweep_run):
             # images/s is rebuilt from the CSV's rounded speed column: equal to rounding
             assert summary.loc[experiment, column] == pytest.approx(value, rel=1e-3 if column == "images_per_second"
                                                                     else 1e-9), (experiment, column)
-    ranked = sorted(EXPERIMENTS, key=lambda e: expected[e]["fid_mean"])
+    ranked = sorted(EXPERIMENTS, key=lambda e: expected[e]["fid_balanced_mean"])  # the classifier ranks by it
     assert summary["rank"].to_dict() == {name: i + 1 for i, name in enumerate(ranked)}
     page = (results / "summary.html").read_text()
-    assert f"{ranked[0]} has the lowest mean FID" in page and "Welch's t-test t = " in page and "p = " in page
+    assert f"{ranked[0]} has the lowest mean class-balanced FID" in page and "p = " in page
+    assert "Welch's t-test over every draw t = " in page
 
 
 def test_plots_and_the_report_show_the_runs(sweep_run):
