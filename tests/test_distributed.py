@@ -129,11 +129,12 @@ def stopped_by_sigterm(data):
     return (data / "signalled_0.log").read_text(), data / "saved_by_two"
 
 
-def assert_stopped_together(output, signal_name, store):
-    """Both ranks said they stopped, at the same step, whose state and loss row are the last ones: 0 steps lost."""
+def assert_stopped_together(output, signal_name, store, launched: bool = False):
+    """Both ranks said they stopped, and a run_experiment launcher (`launched`) once more for the console, all at
+    the same step, whose state and loss row are the last ones: 0 steps lost."""
     message = f"training interrupted by {signal_name} at step "
     stops = {int(part.split()[0]) for part in output.split(message)[1:]}
-    assert output.count(message) == 2 and len(stops) == 1, output
+    assert output.count(message) == 2 + launched and len(stops) == 1, output
     step = stops.pop()
     with open(store.directory / "losses.csv", newline="") as f:
         assert int(list(csv.DictReader(f))[-1]["step"]) == store.steps()[-1] == step
@@ -160,7 +161,7 @@ def test_two_processes_stop_together_on_sigterm_and_sigusr1_and_resume_bit_ident
     assert process.wait(timeout=120) != 0
     output = (data / "signalled_1.log").read_text()
     assert f"resumed from step {step} " in output
-    assert_stopped_together(output, "SIGUSR1", store)
+    assert_stopped_together(output, "SIGUSR1", store, launched=True)
 
     result = subprocess.run(two_processes(data, "signalled"), env=ONE_THREAD_ENV, capture_output=True, text=True,
                             timeout=300)

@@ -106,8 +106,9 @@ def test_adding_a_seed_plans_only_the_new_seeds_jobs(sweep_run):
     planned = snakemake(sweep_run, "--dry-run", config=sweep_config(seeds=[0, 1, 2]))
     assert planned.returncode == 0, planned.output
     assert sorted(planned_runs(planned.output, "train")) == [f"{e}.seed-2" for e in EXPERIMENTS], planned.output
-    for rule in ("sample", "evaluate"):
-        assert sorted(planned_runs(planned.output, rule)) == [f"{e}.seed-2" for e in EXPERIMENTS], planned.output
+    for rule, per_run in (("sample", 2), ("evaluate", 1)):  # two sampling draws a run
+        expected = sorted([f"{e}.seed-2" for e in EXPERIMENTS] * per_run)
+        assert sorted(planned_runs(planned.output, rule)) == expected, planned.output
 
 
 def test_seeds_and_sweep_can_be_switched_off_from_the_command_line(sweep_run):
@@ -127,7 +128,8 @@ def test_without_seeds_the_summary_has_one_seed_and_no_test(tiny_run):
     summary = pd.read_csv(results / "summary.csv")
     assert sorted(zip(summary["experiment"], summary["epoch"])) == [(e, n) for e in ("base", "lr_high") for n in (1, 2)]
     assert (summary["seeds"] == 1).all() and summary["fid_std"].isna().all()
-    assert "needs &gt;= 2 seeds" in (results / "summary.html").read_text()
+    page = (results / "summary.html").read_text()  # one seed, but two sampling draws a run: Welch's test over them
+    assert "over 1 seed x 2 sampling draws" in page and "Welch's t-test over every draw" in page
     assert not (results / "plots" / "sweep.png").exists()
     assert sorted(p.name for p in results.iterdir() if p.name not in RESULTS_ENTRIES) == ["base", "lr_high"]
 

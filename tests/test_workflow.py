@@ -18,6 +18,7 @@ from tests.workflow import ROOT, TINY, finish, snakemake, start_snakemake, tiny_
 EXPERIMENTS = ("base", "lr_high")
 IMAGES = ROOT / "tests" / "data" / "images"  # two 8x8 grayscale PNGs
 EPOCHS = (1, 2)
+DRAWS = 2  # sampling draws per epoch in the tiny config
 
 
 @pytest.fixture
@@ -87,7 +88,8 @@ def test_changing_one_experiment_reruns_only_its_jobs(run, tmp_path):
     planned = snakemake(workdir, "--dry-run", config=config)  # the whole workflow's plan
     assert planned.returncode == 0, planned.output
     for rule in ("train", "sample", "evaluate"):
-        assert planned.output.count(f"rule {rule}:") == (1 if rule == "train" else len(EPOCHS)), planned.output
+        expected = {"train": 1, "sample": DRAWS * len(EPOCHS), "evaluate": len(EPOCHS)}[rule]
+        assert planned.output.count(f"rule {rule}:") == expected, planned.output
     assert "run=lr_high" in planned.output and "run=base" not in planned.output, planned.output
 
     result = snakemake(workdir, "results/plots/loss.png", config=config)  # carried out for the training half
@@ -199,10 +201,11 @@ def test_config_overrides_apply_on_top_of_the_default_config(tmp_path):
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    first, last_epoch = next(iter(default["experiments"])), max(default["sample_epochs"])
+    first, first_sample_epoch = next(iter(default["experiments"])), min(default["sample_epochs"])
     planned = snakemake(tmp_path, "--dry-run", "--config", "sample_epochs=[3]", configfile=None)
     assert planned.returncode == 0, planned.output
-    assert f"run={first}, epoch=3" in planned.output and f"epoch={last_epoch}" not in planned.output, planned.output
+    assert f"run={first}, epoch=3" in planned.output and f"epoch={first_sample_epoch}," not in planned.output
+    assert f"the last epoch ({default['defaults']['epochs']}) is not one of sample_epochs [3]" in planned.output
 
 
 def test_config_overrides_apply_on_top_of_a_configfile_alone(tmp_path):
@@ -210,7 +213,8 @@ def test_config_overrides_apply_on_top_of_a_configfile_alone(tmp_path):
     shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")  # not to be merged in
     planned = snakemake(tmp_path, "--dry-run", "--config", "sample_epochs=[1]", configfile=TINY)
     assert planned.returncode == 0, planned.output
-    assert "run=base, epoch=1" in planned.output and "epoch=2" not in planned.output, planned.output
+    assert "run=base, epoch=1" in planned.output, planned.output
+    assert "the last epoch (2) is not one of sample_epochs [1]" in planned.output, planned.output  # tiny's [1, 2] gone
     assert "lr_2e-3" not in planned.output, planned.output
 
 
