@@ -23,7 +23,10 @@ SAVING_ONLY = ("state_every", "keep_states", "checkpoint_epochs")
 APPLIES_ONLY = {**dict.fromkeys(("channel_mult", "num_res_blocks", "attention_resolutions", "dropout"),
                                 ("architecture", "ddpm")),
                 "beta1": ("schedule", "linear"), "beta2": ("schedule", "linear"), "momentum": ("optimizer", "sgd"),
-                "min_snr_gamma": ("loss_weighting", "min_snr")}
+                "min_snr_gamma": ("loss_weighting", "min_snr"), "label_dropout": ("class_conditional", True)}
+# fields added after runs were recorded: left out of the training identity at their defaults, so that those runs keep
+# their identity (and their resume states their fingerprint)
+OMITTED_AT_DEFAULT = ("class_conditional", "label_dropout")
 
 
 @dataclass
@@ -42,6 +45,8 @@ class TrainConfig:
     prediction: str = "eps"  # what the network predicts: "eps" (Ho et al. 2020), "v" (Salimans & Ho 2022) or "x0"
     loss_weighting: str = "uniform"  # "uniform", or "min_snr": Min-SNR-gamma (Hang et al. 2023)
     min_snr_gamma: float = 5.0  # min_snr only: the SNR at which the weight is clipped
+    class_conditional: bool = False  # the network takes the dataset's class labels (needs a labelled dataset)
+    label_dropout: float = 0.1  # class_conditional only: P(label -> the null label) in training (Ho & Salimans 2022)
     # optimisation
     optimizer: str = "adam"
     lr: float = 2e-4
@@ -80,7 +85,7 @@ class TrainConfig:
             check_course_unet(self.hidden_size)
         for name in ("warmup_steps", "seed"):
             check_int(name, getattr(self, name), minimum=0)
-        for name in ("flip", "compile"):
+        for name in ("flip", "compile", "class_conditional"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.batch_size % self.gpus:
@@ -91,8 +96,10 @@ class TrainConfig:
         check_betas(self.beta1, self.beta2)
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        for name in ("momentum", "label_dropout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.grad_clip is not None:
             check_positive("grad_clip", self.grad_clip)
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -116,9 +123,11 @@ class TrainConfig:
     def training_identity(self) -> dict:
         """The fields that decide what training computes: all but SAVING_ONLY, with the fields that do not apply to
         this config (the paper UNet's for the course UNet, beta1 and beta2 for the cosine schedule, momentum for
-        Adam) at their defaults. Two configs with the same identity train the same run."""
+        Adam, label_dropout without class_conditional) at their defaults, and OMITTED_AT_DEFAULT's left out at
+        theirs. Two configs with the same identity train the same run."""
         defaults = TrainConfig().to_dict()
-        return {k: v if self.applies(k) else defaults[k] for k, v in self.to_dict().items() if k not in SAVING_ONLY}
+        identity = {k: v if self.applies(k) else defaults[k] for k, v in self.to_dict().items() if k not in SAVING_ONLY}
+        return {k: v for k, v in identity.items() if k not in OMITTED_AT_DEFAULT or v != defaults[k]}
 
     def applies(self, name: str) -> bool:
         """Whether field `name` matters to this config (see APPLIES_ONLY)."""

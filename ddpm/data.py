@@ -1,7 +1,9 @@
 """Datasets prepared once into uint8 arrays, then kept as tensors and augmented on the device.
 
 A prepared dataset is a folder holding `images.npy` (uint8, N x C x H x W), `labels.npy` (int64, N)
-where the dataset has labels, and `info.json` (name, count, shape).
+where the dataset has labels, and `info.json` (name, count, shape, number of classes, and a folder's class names).
+A folder of images is labelled when every image sits in a first-level subfolder, its class (torchvision's
+ImageFolder convention: the classes sorted by name).
 """
 
 import json
@@ -25,13 +27,18 @@ def prepare_dataset(name: str, out_dir: str | Path, path: str | Path | None = No
     elif name == "cifar10":
         images, labels = _cifar10(out_dir / "download")
     else:
-        images, labels = _folder(dataset.files, dataset.image_size, dataset.channels), None
+        images = _folder(dataset.files, dataset.image_size, dataset.channels)
+        labels = np.asarray(dataset.folder_labels()) if dataset.num_classes else None
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "images.npy", lambda f: np.save(f, images))
     if labels is not None:
         atomic_write(out_dir / "labels.npy", lambda f: np.save(f, labels.astype(np.int64)))
+    else:  # those of a labelled dataset prepared here before
+        (out_dir / "labels.npy").unlink(missing_ok=True)
     info = {"name": name, "num_images": int(images.shape[0]), "channels": int(images.shape[1]),
-            "image_size": int(images.shape[2]), "labelled": labels is not None}
+            "image_size": int(images.shape[2]), "labelled": labels is not None, "num_classes": dataset.num_classes}
+    if dataset.class_names:
+        info["class_names"] = list(dataset.class_names)
     atomic_write(out_dir / "info.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     return info
 

@@ -1,5 +1,5 @@
-"""What a dataset will be, known before it is prepared: its size and image shape, and for a folder of images its
-files, read by their headers only. No torch, so that the workflow checks a config in a second."""
+"""What a dataset will be, known before it is prepared: its size, image shape and classes, and for a folder of images
+its files, read by their headers only. No torch, so that the workflow checks a config in a second."""
 
 import hashlib
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ddpm.checks import DATASETS, check_choice
 
-# the built-in datasets' (number of images, channels, image_size), known before they are downloaded
-BUILTIN_DATASETS = {"digits": (1797, 1, 8), "cifar10": (50_000, 3, 32)}
+# the built-in datasets' (number of images, channels, image_size, number of classes), known before they are downloaded
+BUILTIN_DATASETS = {"digits": (1797, 1, 8, 10), "cifar10": (50_000, 3, 32, 10)}
 FOLDER_ONLY = ("path", "image_size", "channels")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -24,6 +24,8 @@ class DatasetInfo:
     image_size: int
     path: str | None = None  # folder only
     files: tuple[Path, ...] = ()  # folder only: its image files, sorted
+    num_classes: int | None = None  # None: no labels
+    class_names: tuple[str, ...] = ()  # folder only: its class subfolders, sorted (label i is class_names[i])
 
     def to_dict(self) -> dict:
         """The dataset section of a resolved config: the real image shape, and the folder's path."""
@@ -38,6 +40,31 @@ class DatasetInfo:
         listing = [(str(f.relative_to(self.path)), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
 
+    def folder_labels(self) -> list[int]:
+        """A labelled folder's label of each of its files: the index of its first-level subfolder in class_names."""
+        index = {name: label for label, name in enumerate(self.class_names)}
+        return [index[file.relative_to(self.path).parts[0]] for file in self.files]
+
+
+def class_subfolders(path: str | Path, files: tuple[Path, ...]) -> tuple[str, ...]:
+    """The classes of a folder of images as torchvision's ImageFolder finds them: its first-level subfolders that hold
+    images, sorted by name, when every image sits in one (at any depth below it); () when an image lies in `path`
+    itself, so that the folder has no labels."""
+    parts = [file.relative_to(path).parts for file in files]
+    return () if any(len(p) == 1 for p in parts) else tuple(sorted({p[0] for p in parts}))
+
+
+def check_class_conditional(config, dataset: DatasetInfo) -> None:
+    """Refuse a class-conditional TrainConfig (`config.class_conditional`) on a dataset without at least two
+    classes (a folder whose images do not all sit in class subfolders, or in only one), before any job runs."""
+    if not config.class_conditional or (dataset.num_classes or 0) >= 2:
+        return
+    found = (f"has one class subfolder ({dataset.class_names[0]})" if dataset.class_names else
+             "has no class subfolders (some images lie in the folder itself)")
+    raise ValueError(f"class_conditional: true needs a labelled dataset of at least 2 classes (digits, cifar10, or a "
+                     f"folder with one subfolder of images per class); dataset {dataset.name!r} at {dataset.path} "
+                     f"{found}: set class_conditional: false")
+
 
 def check_dataset(name: str, path: str | Path | None = None, image_size: int | None = None,
                   channels: int | None = None) -> DatasetInfo:
@@ -47,12 +74,12 @@ def check_dataset(name: str, path: str | Path | None = None, image_size: int | N
 
     check_choice("dataset.name", name, DATASETS)
     if name != "folder":
-        num_images, real_channels, real_size = BUILTIN_DATASETS[name]
+        num_images, real_channels, real_size, num_classes = BUILTIN_DATASETS[name]
         given = [key for key, value in zip(FOLDER_ONLY, (path, image_size, channels)) if value is not None]
         if given:
             raise ValueError(f"dataset.{given[0]} applies only to dataset 'folder'; {name} is always "
                              f"{num_images} images of {real_channels}x{real_size}x{real_size}: remove {', '.join(given)}")
-        return DatasetInfo(name, num_images, real_channels, real_size)
+        return DatasetInfo(name, num_images, real_channels, real_size, num_classes=num_classes)
     if path is None or not Path(path).is_dir():
         raise ValueError(f"dataset.path must be an existing folder of images, got {str(path)!r}")
     if image_size is None:
@@ -72,4 +99,5 @@ def check_dataset(name: str, path: str | Path | None = None, image_size: int | N
                     f"dataset.path {str(path)!r} mixes image sizes: {first_size[1].name} is "
                     f"{first_size[0][0]}x{first_size[0][1]} but {file.name} is {image.size[0]}x{image.size[1]}"
                 )
-    return DatasetInfo(name, len(files), channels, image_size, str(path), tuple(files))
+    classes = class_subfolders(path, files)
+    return DatasetInfo(name, len(files), channels, image_size, str(path), tuple(files), len(classes) or None, classes)

@@ -4,6 +4,9 @@ Per resolution, `num_res_blocks` residual blocks (GroupNorm(32), SiLU, 3x3 convs
 the time embedding added in every block), self-attention at `attention_resolutions`, strided-conv
 downsampling and nearest + conv upsampling; the up path concatenates the skips and has one more block
 per resolution. At the paper's CIFAR-10 settings (the defaults, 3 channels) it has 35,746,307 parameters.
+With `num_classes` K > 0 it is class-conditional as diffusers' UNet2DModel with `num_class_embeds` and DiT (Peebles &
+Xie 2023) are: a learned embedding of the label, with K + 1 rows (row K: the null label of classifier-free
+guidance, Ho & Salimans 2022), added to the time embedding after its MLP.
 """
 
 import math
@@ -13,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ddpm.checks import DDPM_GROUPS as GROUPS
-from ddpm.checks import check_ddpm_unet
+from ddpm.checks import check_ddpm_unet, check_int
 
 PAPER_TIMESTEPS = 1000  # the paper's T: the network embeds t/T scaled back to 0..1000
 
@@ -69,7 +72,9 @@ class ResidualBlock(nn.Module):
 
 
 class DDPMUNet(nn.Module):
-    """eps_theta(x_t, t/T) of Ho et al. (2020): x is (B, C, image_size, image_size), t is (B,) holding t/T.
+    """eps_theta(x_t, t/T) of Ho et al. (2020): x is (B, C, image_size, image_size), t is (B,) holding t/T; with
+    num_classes K > 0, eps_theta(x_t, t/T, y) with labels y (B,) in 0..K (K: the null label; labels=None: K for
+    every sample).
 
     The network embeds t/T * 1000, the paper's integer timesteps (T = 1000), so its time input is the same
     as the course UNet's and any num_timesteps works. Level i works at image_size / 2**i with
@@ -91,11 +96,12 @@ class DDPMUNet(nn.Module):
         num_res_blocks: int = 2,
         attention_resolutions: tuple[int, ...] = (16,),
         dropout: float = 0.1,
+        num_classes: int = 0,
     ):
         super().__init__()
         check_ddpm_unet(hidden_size, image_size, channel_mult, num_res_blocks, attention_resolutions, dropout)
         self.in_channels, self.out_channels, self.hidden_size = in_channels, out_channels, hidden_size
-        self.image_size = image_size
+        self.image_size, self.num_classes = image_size, check_int("num_classes", num_classes, minimum=0)
         time_dim = 4 * hidden_size
 
         def block(in_ch: int, out_ch: int, level: int) -> ResidualBlock:
@@ -103,6 +109,8 @@ class DDPMUNet(nn.Module):
             return ResidualBlock(in_ch, out_ch, time_dim, dropout, attention)
 
         self.time_mlp = nn.Sequential(nn.Linear(hidden_size, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        if num_classes:  # an unconditional network keeps exactly its parameters
+            self.class_embedding = nn.Embedding(num_classes + 1, time_dim)  # row K: the null label; N(0, 1) init
         self.stem = nn.Conv2d(in_channels, hidden_size, 3, padding=1)
 
         skip_channels, channels = [hidden_size], hidden_size  # the widths of the feature maps the up path takes
@@ -152,13 +160,20 @@ class DDPMUNet(nn.Module):
                 nn.init.zeros_(module.projection.weight)
         nn.init.zeros_(self.out[-1].weight)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(
                 f"DDPMUNet built for image_size={self.image_size} takes {self.image_size}x{self.image_size} "
                 f"images; got {tuple(x.shape[-2:])}"
             )
         temb = self.time_mlp(sinusoidal_embedding(t.reshape(-1) * PAPER_TIMESTEPS, self.hidden_size))
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.num_classes, device=x.device)
+            temb = temb + self.class_embedding(labels)
+        elif labels is not None:
+            raise ValueError("labels: this DDPMUNet is unconditional (num_classes 0); build it with num_classes > 0 "
+                             "to pass labels, or pass labels=None")
         h = self.stem(x)
         skips = [h]
         for level, blocks in enumerate(self.down):

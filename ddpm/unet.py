@@ -2,7 +2,9 @@
 
 Residual 3-conv blocks with GroupNorm(8), three down and three up levels, and a learned sine
 ("SIREN") embedding of t/T added at the bottleneck. At hidden_size=128 with 3 channels it has
-11,349,635 parameters, like the homework's model.
+11,349,635 parameters, like the homework's model. With `num_classes` K > 0 it is class-conditional: a learned
+embedding of the label, whose row K is the null label of classifier-free guidance (Ho & Salimans 2022), is added
+to the time embedding wherever that enters.
 """
 
 import torch
@@ -10,7 +12,7 @@ import torch.nn as nn
 
 from ddpm.checks import COURSE_GROUPS as GROUPS
 from ddpm.checks import COURSE_IMAGE_SIZES as SUPPORTED_IMAGE_SIZES
-from ddpm.checks import check_course_unet
+from ddpm.checks import check_course_unet, check_int
 
 
 class ConvBlock(nn.Module):
@@ -71,19 +73,21 @@ class TimestepEmbedding(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t/T): x is (B, C, H, W), t is (B,) holding t/T.
+    """eps_theta(x_t, t/T[, y]): x is (B, C, H, W), t is (B,) holding t/T, labels y (B,) in 0..K for a network
+    built with num_classes K > 0 (K: the null label, "no class"; labels=None: K for every sample).
 
     `image_size` fixes the bottleneck: after three 2x poolings the map is pooled by min(4, size/8),
     so one model serves every power-of-two size from 8 to 256 (the default, 32, also accepts any
     multiple of 32, as the course model does).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden_size: int = 128, image_size: int = 32):
+    def __init__(self, in_channels: int, out_channels: int, hidden_size: int = 128, image_size: int = 32,
+                 num_classes: int = 0):
         super().__init__()
         check_course_unet(hidden_size, image_size)
         h = hidden_size
         self.in_channels, self.out_channels, self.hidden_size = in_channels, out_channels, hidden_size
-        self.image_size = image_size
+        self.image_size, self.num_classes = image_size, check_int("num_classes", num_classes, minimum=0)
         self.bottleneck_pool = min(4, image_size // 8)
 
         self.init_conv = ConvBlock(in_channels, h, residual=True)
@@ -92,6 +96,8 @@ class UNet(nn.Module):
         self.down3 = DownBlock(2 * h, 2 * h)
         self.to_vec = nn.Sequential(nn.AvgPool2d(self.bottleneck_pool), nn.ReLU())
         self.timestep_embedding = TimestepEmbedding(2 * h)
+        if num_classes:  # an unconditional network keeps exactly its parameters
+            self.class_embedding = nn.Embedding(num_classes + 1, 2 * h)  # row K: the null label
         self.up0 = nn.Sequential(
             nn.ConvTranspose2d(2 * h, 2 * h, self.bottleneck_pool, self.bottleneck_pool),
             nn.GroupNorm(GROUPS, 2 * h),
@@ -102,7 +108,7 @@ class UNet(nn.Module):
         self.up3 = UpBlock(2 * h, h)
         self.out = nn.Conv2d(2 * h, out_channels, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         size = x.shape[-1]
         if x.shape[-2] != size or size % (8 * self.bottleneck_pool):
             fix = (f"build the UNet with image_size={size}" if x.shape[-2] == size and size in SUPPORTED_IMAGE_SIZES
@@ -116,7 +122,15 @@ class UNet(nn.Module):
         down2 = self.down2(down1)
         down3 = self.down3(down2)
         thro = self.to_vec(down3)
-        temb = self.timestep_embedding(t)[:, :, None, None]  # (B, 2h, 1, 1): one embedding per sample
+        temb = self.timestep_embedding(t)
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.num_classes, device=x.device)
+            temb = temb + self.class_embedding(labels)
+        elif labels is not None:
+            raise ValueError("labels: this UNet is unconditional (num_classes 0); build it with num_classes > 0 "
+                             "to pass labels, or pass labels=None")
+        temb = temb[:, :, None, None]  # (B, 2h, 1, 1): one embedding per sample
 
         thro = self.up0(thro + temb)
         up1 = self.up1(thro, down3) + temb

@@ -47,6 +47,9 @@ def test_ddpm_architecture_defaults_are_the_papers_cifar10_model():
     ({"grad_clip": 0}, "grad_clip must be a number > 0"),
     ({"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\) or null"),
     ({"epochs": 5, "checkpoint_epochs": [1, 6]}, r"checkpoint epochs \[6\] are outside 1..epochs \(epochs = 5\)"),
+    ({"class_conditional": 1}, "class_conditional must be true or false, got 1"),
+    ({"label_dropout": 1.0}, r"label_dropout must be in \[0, 1\), got 1.0"),
+    ({"label_dropout": -0.1}, r"label_dropout must be in \[0, 1\), got -0.1"),
 ])
 def test_bad_values_name_the_field(values, message):
     with pytest.raises(ValueError, match=message):
@@ -80,6 +83,7 @@ def test_fingerprint_ignores_execution_only_fields():
     ({}, {"dropout": 0.0, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8]}),  # course UNet
     ({"schedule": "cosine"}, {"beta1": 1e-3, "beta2": 0.05}),  # cosine schedule
     ({"optimizer": "adam"}, {"momentum": 0.5}),
+    ({}, {"label_dropout": 0.3}),  # unconditional
 ])
 def test_the_training_identity_leaves_out_what_cannot_change_the_run(base, same):
     assert TrainConfig(**base, **same).training_identity() == TrainConfig(**base).training_identity()
@@ -88,6 +92,7 @@ def test_the_training_identity_leaves_out_what_cannot_change_the_run(base, same)
 @pytest.mark.parametrize("base, change", [
     ({}, {"gpus": 2}), ({"architecture": "ddpm"}, {"dropout": 0.0}), ({}, {"beta1": 1e-3}),
     ({"optimizer": "sgd"}, {"momentum": 0.5}), ({}, {"lr": 1e-3}),
+    ({}, {"class_conditional": True}), ({"class_conditional": True}, {"label_dropout": 0.3}),
 ])
 def test_the_training_identity_keeps_what_changes_the_run(base, change):
     assert TrainConfig(**base, **change).training_identity() != TrainConfig(**base).training_identity()

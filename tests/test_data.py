@@ -12,7 +12,8 @@ from ddpm import data
 def test_digits_are_prepared_as_uint8_with_labels(tmp_path):
     info = data.prepare_dataset("digits", tmp_path)
     images, labels = data.load_dataset(tmp_path)
-    assert info == {"name": "digits", "num_images": 1797, "channels": 1, "image_size": 8, "labelled": True}
+    assert info == {"name": "digits", "num_images": 1797, "channels": 1, "image_size": 8, "labelled": True,
+                    "num_classes": 10}
     assert json.loads((tmp_path / "info.json").read_text()) == info
     assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.uint8
     assert images.max() == 255 and images.min() == 0
@@ -33,7 +34,7 @@ def test_folder_is_resized(tmp_path, channels):
     info = data.prepare_dataset("folder", tmp_path / "out", path=tmp_path / "imgs", image_size=16, channels=channels)
     images, labels = data.load_dataset(tmp_path / "out")
     assert images.shape == (3, channels, 16, 16) and images.dtype == torch.uint8
-    assert labels is None and info["labelled"] is False
+    assert labels.tolist() == [0, 0, 0] and info["class_names"] == ["nested"]  # all in one class subfolder
 
 
 def test_folder_images_are_rgb_unless_channels_says_otherwise(tmp_path):
