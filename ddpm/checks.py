@@ -23,6 +23,10 @@ LOSS_WEIGHTINGS = ("uniform", "min_snr")
 EXTRACTORS = ("classifier", "inception")
 # what the evaluate job scores per draw (ddpm.metrics.score_draw), in the metric rows' order
 METRICS = ("fid", "fid_balanced", "class_mix_error", "precision", "recall", "memorisation")
+CONDITIONING_METRICS = ("class_accuracy",)  # scored only for samples drawn with class labels, after METRICS
+# the metric rows' columns beside the metrics and their `_sampling_se`: any other column is a swept sampling field
+METRIC_ROW_FIELDS = ("experiment", "seed", "epoch", "extractor", "num_samples", "sampling_draws", "num_reference",
+                     "num_reference_features")
 
 COURSE_GROUPS = 8  # GroupNorm groups in every block of the course UNet
 COURSE_IMAGE_SIZES = tuple(2**k for k in range(3, 9))  # 8, 16, ..., 256
@@ -32,6 +36,27 @@ DDPM_GROUPS = 32  # GroupNorm groups in every block of the paper's UNet
 def check_choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def metric_columns(columns) -> list[str]:
+    """The metrics among `columns` (a metric row's keys or a table's columns), in the rows' order."""
+    return [metric for metric in (*METRICS, *CONDITIONING_METRICS) if metric in columns]
+
+
+def variant_columns(columns) -> list[str]:
+    """The columns of a metric row or table that name its sampling variant (a swept sampling field, as
+    `sampling_<field>` where the field's name is taken): all but METRIC_ROW_FIELDS, the metrics and their
+    `_sampling_se`, in the given order."""
+    metrics = (*METRICS, *CONDITIONING_METRICS)
+    known = {*METRIC_ROW_FIELDS, *metrics, *(f"{metric}_sampling_se" for metric in metrics)}
+    return [column for column in columns if column not in known]
+
+
+def variant_label(values: dict) -> str:
+    """A sampling variant's columns and values as a label, 'guidance_scale=2, sampler=ddim'; those without a value
+    (NaN, None) left out."""
+    return ", ".join(f"{column}={value:g}" if isinstance(value, float) else f"{column}={value}"
+                     for column, value in values.items() if value is not None and value == value)
 
 
 def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:

@@ -12,6 +12,9 @@ in pixel space, the memorisation rate: the share of samples that copy a training
 et al. 2023, used again by Gu et al. 2023: the nearest training image closer than a third of the distance to the
 second nearest.
 
+For class-conditional samples, drawn with known labels: the class accuracy, the share of samples that the dataset's
+classifier assigns to the label they were drawn with (how well the samples follow their conditioning).
+
 Scores are comparable only with the same extractor, reference set and number of generated images.
 """
 
@@ -24,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
-from ddpm.checks import METRICS
+from ddpm.checks import metric_columns, variant_columns
 from ddpm.data import load_dataset
 from ddpm.extractors import check_extractor, extract_features, load_extractor, predicted_labels
 from ddpm.files import atomic_write
@@ -140,6 +143,15 @@ def memorisation_rate(samples: torch.Tensor, training: torch.Tensor, ratio: floa
     return float(torch.cat([ratio * d[:, 0] < d[:, 1] for d in nearest]).double().mean())
 
 
+def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of samples whose class as the dataset's classifier labels it, `predicted` (N,), is the label they
+    were drawn with, `labels` (N,): 1 when every sample shows its class, about 1 / K for labels that the samples
+    ignore (K classes, balanced)."""
+    if predicted.shape != labels.shape:
+        raise ValueError(f"labels must give one class per sample: {tuple(labels.shape)} for {len(predicted)} samples")
+    return float((predicted == labels.to(predicted.device)).double().mean())
+
+
 def reference_statistics(data_dir: str | Path, output: str | Path, extractor: str, classifier: str | Path | None = None,
                          num_reference: int | None = None, batch_size: int = 64, device: str = "auto", seed: int = 0,
                          log=print) -> dict:
@@ -181,32 +193,43 @@ def _predicted_class_mix(extractor: nn.Module, features: torch.Tensor) -> torch.
 
 
 def score_draw(images: torch.Tensor, reference_stats: dict, extractor: nn.Module, training: torch.Tensor,
-               batch_size: int = 64) -> dict:
+               batch_size: int = 64, labels: torch.Tensor | None = None, classifier: nn.Module | None = None) -> dict:
     """METRICS of one draw of uint8 `images` (N, C, H, W): FID against the reference statistics; with the FID
     classifier, FID with the draw's class mix balanced to the reference's (`class_balanced_statistics`) and the
     class-mix error (None with inception); improved precision and recall (k = PR_NEIGHBOURS) against the
     reference features (None when either set has no more than k points); the memorisation rate against the
-    training images, in pixel space."""
+    training images, in pixel space. With the `labels` (N,) the samples were drawn with, also `class_accuracy` by
+    the dataset's classifier: the extractor itself, or `classifier` beside an extractor that is none (inception),
+    used for nothing else."""
     features = extract_features(extractor, images, batch_size)
-    labels, class_mix = predicted_labels(extractor, features), reference_stats.get("class_mix")
-    balanced = labels is not None and class_mix is not None
+    predicted, class_mix = predicted_labels(extractor, features), reference_stats.get("class_mix")
+    balanced = predicted is not None and class_mix is not None
     real = reference_stats["features"]
     precision = recall = None
     if min(len(real), len(features)) > PR_NEIGHBOURS:
         precision, recall = precision_recall(real.to(images.device), features, PR_NEIGHBOURS)
-    return {"fid": frechet_distance(feature_statistics(features), reference_stats),
-            "fid_balanced": (frechet_distance(class_balanced_statistics(features, labels, class_mix), reference_stats)
-                             if balanced else None),
-            "class_mix_error": class_mix_error(labels, class_mix) if balanced else None,
-            "precision": precision, "recall": recall,
-            "memorisation": memorisation_rate(images.to(next(extractor.parameters()).device), training)}
+    scores = {"fid": frechet_distance(feature_statistics(features), reference_stats),
+              "fid_balanced": (frechet_distance(class_balanced_statistics(features, predicted, class_mix),
+                                                reference_stats) if balanced else None),
+              "class_mix_error": class_mix_error(predicted, class_mix) if balanced else None,
+              "precision": precision, "recall": recall,
+              "memorisation": memorisation_rate(images.to(next(extractor.parameters()).device), training)}
+    if labels is not None:
+        if classifier is not None:
+            predicted = predicted_labels(classifier, extract_features(classifier, images, batch_size))
+        if predicted is None:
+            raise ValueError("class_accuracy needs the dataset's classifier: pass classifier= beside extractor "
+                             "'inception'")
+        scores["class_accuracy"] = class_accuracy(predicted, labels)
+    return scores
 
 
 def mean_and_standard_error(draws: list[dict]) -> dict:
-    """Each metric's mean over the draws and, as `<metric>_sampling_se`, its standard error from them: the sample
-    standard deviation over draws / sqrt(number of draws), None from one draw (or where a draw has no value)."""
+    """Each metric of the draws' scores (METRICS, then CONDITIONING_METRICS where scored) as its mean over the draws
+    and, as `<metric>_sampling_se`, its standard error from them: the sample standard deviation over draws /
+    sqrt(number of draws), None from one draw (or where a draw has no value)."""
     row = {}
-    for metric in METRICS:
+    for metric in metric_columns(draws[0]):
         values = [draw[metric] for draw in draws]
         defined = None not in values
         row[metric] = float(np.mean(values)) if defined else None
@@ -218,15 +241,23 @@ def mean_and_standard_error(draws: list[dict]) -> dict:
 def evaluate_samples(samples: str | Path | list[str | Path], reference: str | Path, data_dir: str | Path,
                      output: str | Path, experiment: str, epoch: int, extractor: str,
                      classifier: str | Path | None = None, batch_size: int = 64, device: str = "auto",
+                     labels: str | Path | list[str | Path] | None = None, variant: dict | None = None,
                      log=print) -> dict:
     """Score the uint8 samples saved at `samples` (one .npy of (N, C, H, W), or a list of them: independent
     draws of the same size, one per sampling seed) with `score_draw`, in the extractor's feature space against
     the reference statistics and in pixel space against the prepared dataset's images in `data_dir` (the training
-    set). Writes the metric row to `output` as JSON and returns it: experiment, epoch, each of METRICS as its mean
-    over the draws with its `_sampling_se`, extractor, num_samples (per draw), sampling_draws, num_reference,
-    num_reference_features."""
+    set). Writes the metric row to `output` as JSON and returns it: experiment, epoch, the sampling `variant`'s
+    columns (column -> value, none by default), each of METRICS as its mean over the draws with its
+    `_sampling_se`, then the same of class_accuracy where `labels` are given (the class each sample was drawn with,
+    one int .npy of (N,) per draw; with extractor 'inception', scored by the `classifier`), extractor,
+    num_samples (per draw), sampling_draws, num_reference, num_reference_features."""
     check_extractor(extractor)
     paths = [samples] if isinstance(samples, (str, Path)) else list(samples)
+    label_paths = _label_paths(labels, len(paths), extractor, classifier)
+    variant = variant or {}
+    if variant_columns(variant) != list(variant):
+        raise ValueError(f"variant columns {sorted(set(variant) - set(variant_columns(variant)))} are taken by the "
+                         "metric row: name a swept sampling field sampling_<field>")
     reference_stats = load_checkpoint(reference)
     if reference_stats["extractor"] != extractor:
         raise ValueError(f"reference statistics {reference} were made with extractor "
@@ -241,22 +272,49 @@ def evaluate_samples(samples: str | Path | list[str | Path], reference: str | Pa
                              f"like the dataset, got {images.dtype} {tuple(images.shape)}")
     if len({len(images) for images in draws}) > 1:
         raise ValueError(f"the draws {', '.join(map(str, paths))} differ in size: {[len(d) for d in draws]}")
+    drawn_labels = [_labels(path, len(draws[0])) for path in label_paths] if label_paths else [None] * len(draws)
     training, _ = load_dataset(data_dir)
     start = time.perf_counter()
     device = resolve_device(device)
     network = load_extractor(extractor, classifier, device)
-    scores = [score_draw(images.to(device), reference_stats, network, training, batch_size) for images in draws]
-    row = {"experiment": experiment, "epoch": epoch, **mean_and_standard_error(scores), "extractor": extractor,
-           "num_samples": len(draws[0]), "sampling_draws": len(draws), "num_reference": reference_stats["num_images"],
-           "num_reference_features": len(reference_stats["features"])}
+    judge = load_extractor("classifier", classifier, device) if label_paths and extractor != "classifier" else None
+    scores = [score_draw(images.to(device), reference_stats, network, training, batch_size, draw_labels, judge)
+              for images, draw_labels in zip(draws, drawn_labels)]
+    row = {"experiment": experiment, "epoch": epoch, **variant, **mean_and_standard_error(scores),
+           "extractor": extractor, "num_samples": len(draws[0]), "sampling_draws": len(draws),
+           "num_reference": reference_stats["num_images"], "num_reference_features": len(reference_stats["features"])}
     atomic_write(output, lambda f: f.write(json.dumps(row, indent=2).encode()))
     log(f"{experiment} epoch {epoch}, {len(draws)} draw(s) of {len(draws[0])} samples ({extractor}, against "
         f"{row['num_reference']} images, {row['num_reference_features']} for precision and recall, "
         f"{len(training)} training images for memorisation) in {time.perf_counter() - start:.1f} s:")
-    for metric in METRICS:
+    for metric in metric_columns(row):
         log(f"  {metric}: {_plus_minus(row[metric], row[f'{metric}_sampling_se'])}  "
             f"(draws: {', '.join(_plus_minus(score[metric]) for score in scores)})")
     return row
+
+
+def _label_paths(labels: str | Path | list[str | Path] | None, num_draws: int, extractor: str,
+                 classifier: str | Path | None) -> list[str | Path] | None:
+    """The label files of the draws, one per draw (None without labels); class_accuracy beside an extractor that is
+    no classifier needs the classifier file."""
+    if labels is None:
+        return None
+    paths = [labels] if isinstance(labels, (str, Path)) else list(labels)
+    if len(paths) != num_draws:
+        raise ValueError(f"labels must be one file per draw: {len(paths)} for {num_draws} draws")
+    if extractor != "classifier" and classifier is None:
+        raise ValueError(f"class_accuracy needs the classifier file that train_classifier writes beside extractor "
+                         f"{extractor!r}")
+    return paths
+
+
+def _labels(path: str | Path, num_samples: int) -> torch.Tensor:
+    """The int64 labels (N,) saved at `path` for a draw of `num_samples` samples."""
+    labels = np.load(path)
+    if labels.dtype.kind not in "iu" or labels.shape != (num_samples,):
+        raise ValueError(f"labels {path} must be integers of shape ({num_samples},) like the draw's samples, got "
+                         f"{labels.dtype} {labels.shape}")
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def _plus_minus(value: float | None, error: float | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Loss curves, sample montages, FID and quality curves and sweeps: the pictures a person looks at.
+"""Loss curves, sample montages, FID and quality curves, sweeps and sampling sweeps: the pictures a person looks at.
 
 No torch here, so that the jobs which plot tables start in a second; `ddpm.images` draws the sample grids.
 """
@@ -6,6 +6,7 @@ No torch here, so that the jobs which plot tables start in a second; `ddpm.image
 from __future__ import annotations
 
 import io
+import itertools
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,10 +20,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import LogFormatter  # noqa: E402
+from matplotlib.ticker import LogFormatter, NullFormatter  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ddpm.checks import variant_columns, variant_label  # noqa: E402
 from ddpm.files import atomic_write  # noqa: E402
 
 
@@ -141,32 +143,56 @@ def plot_sample_montage(grids: dict[str, dict[int, str | Path]], labels: dict[st
     _save_figure(montage_figure(grids, labels), path)
 
 
+VARIANT_STYLES = ("-", "--", ":", "-.")  # the line styles of an experiment's sampling variants, in turn
+
+
+def _variants(runs: pd.DataFrame, columns: list[str], label: str):
+    """(label, style, rows) of each sampling variant (a value of `columns`) among `runs`, the variant's values after
+    the experiment's `label`; `runs` itself under `label`, in a solid line, without variant columns."""
+    if not columns:
+        yield label, VARIANT_STYLES[0], runs
+        return
+    groups = runs.groupby(columns, dropna=False)
+    for style, (values, rows) in zip(itertools.cycle(VARIANT_STYLES), groups):
+        variant = variant_label(dict(zip(columns, values)))
+        yield (f"{label} ({variant})" if variant else label), style, rows
+
+
+def _mean_and_errors(runs: pd.DataFrame, by: str, column: str) -> tuple[pd.Series, pd.Series, set[str]]:
+    """`column`'s mean over the rows (the seeds) at each value of `by`, and its error bars: ±1 standard deviation
+    over seeds where there are several, else ±1 standard error over the sampling draws (`<column>_sampling_se`)
+    where there are several (NaN where neither); with what the error bars show (ERROR_BARS' keys that occur)."""
+    values = runs.groupby(by)[column].agg(["mean", "std", "count"])
+    sampling_se = runs.groupby(by)[f"{column}_sampling_se"].first()
+    errors = values["std"].where(values["count"] > 1, sampling_se.where(values["count"] == 1))
+    shown = {"seeds" if count > 1 else "draws" for count, error in zip(values["count"], errors) if error == error}
+    return values["mean"], errors, shown
+
+
 def _metric_lines(axes, metrics: pd.DataFrame, labels: dict[str, str], column: str,
                   markers: dict[tuple[str, int], tuple[str, bool]]) -> tuple[list[Line2D], bool]:
-    """`column` against epoch on `axes`, one line per experiment in its colour (`experiment_colors(labels)`): the
+    """`column` against epoch on `axes`, one line per experiment in its colour (`experiment_colors(labels)`), and
+    with a sampling sweep one per experiment and sampling variant, in its own line style (VARIANT_STYLES): the
     mean over its seeds, a marker per point from `markers` by the epoch's (extractor, fewest samples), and error
-    bars of ±1 standard deviation over seeds where it has several, else of ±1 standard error over its sampling
-    draws (`<column>_sampling_se`) where it has several. Returns the lines, for the legend, and what the error bars
-    show (ERROR_BARS' keys that occur)."""
+    bars as `_mean_and_errors` gives them. Returns the lines, for the legend, and what the error bars show
+    (ERROR_BARS' keys that occur)."""
     colors = experiment_colors(labels)
+    variants = variant_columns(metrics.columns)
     shown = set()
     lines = []
     for name in labels:
-        runs = metrics[metrics["experiment"] == name]
-        values = runs.groupby("epoch")[column].agg(["mean", "std", "count"])
-        (line,) = axes.plot(values.index, values["mean"], color=colors[name], label=labels[name])
-        lines.append(line)
-        fewest = runs.sort_values("num_samples").groupby("epoch")[["extractor", "num_samples"]].first()
-        for key, epochs in fewest.groupby(["extractor", "num_samples"]).groups.items():  # an epoch's fewest samples
-            marker, filled = markers[key]
-            axes.plot(epochs, values.loc[epochs, "mean"], linestyle="none", marker=marker, color=colors[name],
-                      markerfacecolor=colors[name] if filled else "none", label="_nolegend_")
-        sampling_se = runs.groupby("epoch")[f"{column}_sampling_se"].first()
-        errors = values["std"].where(values["count"] > 1, sampling_se.where(values["count"] == 1))
-        shown |= {"seeds" if count > 1 else "draws" for count, error in zip(values["count"], errors) if error == error}
-        if errors.notna().any():
-            axes.errorbar(values.index, values["mean"], yerr=errors.fillna(0.0), fmt="none", ecolor=colors[name],
-                          capsize=3)
+        for label, style, runs in _variants(metrics[metrics["experiment"] == name], variants, labels[name]):
+            mean, errors, errors_shown = _mean_and_errors(runs, "epoch", column)
+            (line,) = axes.plot(mean.index, mean, color=colors[name], linestyle=style, label=label)
+            lines.append(line)
+            fewest = runs.sort_values("num_samples").groupby("epoch")[["extractor", "num_samples"]].first()
+            for key, epochs in fewest.groupby(["extractor", "num_samples"]).groups.items():  # an epoch's fewest
+                marker, filled = markers[key]
+                axes.plot(epochs, mean.loc[epochs], linestyle="none", marker=marker, color=colors[name],
+                          markerfacecolor=colors[name] if filled else "none", label="_nolegend_")
+            shown |= errors_shown
+            if errors.notna().any():
+                axes.errorbar(mean.index, mean, yerr=errors.fillna(0.0), fmt="none", ecolor=colors[name], capsize=3)
     return lines, shown
 
 
@@ -196,7 +222,8 @@ def fid_figure(metrics: pd.DataFrame, labels: dict[str, str]) -> Figure:
     if len(markers) > 1:
         handles += _marker_legend(markers)
     axes.set(xlabel="epoch", ylabel="FID (lower is better)", title=f"FID ({_fid_title(markers)})" + _error_bar_note(shown))
-    _fid_scale(axes, metrics.groupby(["experiment", "epoch"])["fid"].mean())
+    lines = ["experiment", "epoch", *variant_columns(metrics.columns)]
+    _fid_scale(axes, metrics.groupby(lines, dropna=False)["fid"].mean())
     _epoch_axis(axes, metrics["epoch"])
     _legend_below(axes, handles)
     return figure
@@ -208,20 +235,25 @@ QUALITY_PANELS = {  # metric column -> its panel's title and y label
     "recall": ("feature space, k = {k}", "recall (higher is better)"),
     "memorisation": ("pixel space", "memorisation (lower is better)"),
 }
+CLASS_ACCURACY_PANEL = ("the dataset's classifier", "class accuracy (higher is better)")  # class-conditional samples
 
 
 def quality_figure(metrics: pd.DataFrame, labels: dict[str, str], k: int = 3) -> Figure:
     """Precision, recall (Kynkäänniemi et al. 2019, k-NN balls in the extractor's feature space) and the
-    memorisation rate (pixel space) against epoch, a panel each, drawn like `fid_figure`: one line per experiment in
-    its colour, the mean over seeds with ±1 std error bars, hollow points from fewer samples, on a 0-to-1 axis; one
-    legend under the panels. Precision and memorisation are shares of the samples, the same in expectation for any
-    number of samples; recall's balls shrink as the samples grow in number, so recall from fewer samples is not
-    comparable with the others."""
+    memorisation rate (pixel space) against epoch, a panel each, and where class-conditional experiments have it the
+    class accuracy (the share of samples that the dataset's classifier assigns to the label they were drawn with),
+    drawn like `fid_figure`: one line per experiment in its colour, the mean over seeds with ±1 std error bars,
+    hollow points from fewer samples, on a 0-to-1 axis; one legend under the panels. Precision and memorisation are
+    shares of the samples, the same in expectation for any number of samples; recall's balls shrink as the samples
+    grow in number, so recall from fewer samples is not comparable with the others."""
     markers = _sample_markers(metrics)
-    figure, panels = plt.subplots(1, len(QUALITY_PANELS), figsize=(4.2 * len(QUALITY_PANELS), 4.2),
-                                  layout="constrained")
+    quality = QUALITY_PANELS
+    conditional = "class_accuracy" in metrics and metrics["class_accuracy"].notna().any()
+    if conditional:
+        quality = {**QUALITY_PANELS, "class_accuracy": CLASS_ACCURACY_PANEL}
+    figure, panels = plt.subplots(1, len(quality), figsize=(4.2 * len(quality), 4.2), layout="constrained")
     shown = set()
-    for axes, (column, (title, ylabel)) in zip(panels, QUALITY_PANELS.items()):
+    for axes, (column, (title, ylabel)) in zip(panels, quality.items()):
         handles, panel_shown = _metric_lines(axes, metrics, labels, column, markers)
         shown |= panel_shown
         axes.set(xlabel="epoch", ylabel=ylabel, title=title.format(k=k), ylim=(-0.03, 1.03))
@@ -229,8 +261,9 @@ def quality_figure(metrics: pd.DataFrame, labels: dict[str, str], k: int = 3) ->
     if len(markers) > 1:
         handles += _marker_legend(markers, smaller=FEWER_SAMPLES)
     figure.legend(handles=handles, loc="outside lower center", frameon=False)
-    figure.suptitle(f"Precision, recall and memorisation ({_fid_title(markers, smaller=FEWER_SAMPLES)})"
-                    + _error_bar_note(shown))
+    names = ("Precision, recall, memorisation and class accuracy" if conditional
+             else "Precision, recall and memorisation")
+    figure.suptitle(f"{names} ({_fid_title(markers, smaller=FEWER_SAMPLES)})" + _error_bar_note(shown))
     return figure
 
 
@@ -285,8 +318,10 @@ def sweep_figure(summary: pd.DataFrame, sweep: dict[str, list], experiments: dic
     `sweep` is the config's field -> values; `experiments` maps each experiment to its `parent` (the configured
     experiment) and its `swept` values. In a field's panel, one line joins the experiments that differ only in
     that field. Each panel's legend sits under it, its entries wrapped between words, and the layout is
-    constrained, so that no panel's text runs over another's."""
-    last = summary[summary["epoch"] == summary["epoch"].max()].set_index("experiment")
+    constrained, so that no panel's text runs over another's. With a sampling sweep as well, each experiment is
+    shown at its sampling variant of the lowest FID."""
+    last = summary[summary["epoch"] == summary["epoch"].max()]
+    last = last.sort_values("fid_mean", kind="stable").drop_duplicates("experiment").set_index("experiment")
     figure, axes = plt.subplots(1, len(sweep), figsize=(4.5 * len(sweep), 4.5), squeeze=False, layout="constrained")
     for axis, (field, values) in zip(axes[0], sweep.items()):
         ticks = list(map(str, values))
@@ -316,3 +351,74 @@ def sweep_figure(summary: pd.DataFrame, sweep: dict[str, list], experiments: dic
 
 def plot_sweep(summary: pd.DataFrame, sweep: dict[str, list], experiments: dict[str, dict], path: str | Path) -> None:
     _save_figure(sweep_figure(summary, sweep, experiments), path)
+
+
+SWEEP_METRICS = ("precision", "recall")  # beside the ranking metric in every sampling sweep; class accuracy where scored
+
+
+def sampling_sweep_figure(metrics: pd.DataFrame, swept: dict[str, list], columns: dict[str, str],
+                          labels: dict[str, str], metric: str = "fid") -> Figure:
+    """`metric` (the summary's ranking metric), precision, recall and, where class-conditional experiments have it,
+    the class accuracy against each field of the sampling sweep, a row of panels a field (`swept`: field -> its
+    values as configured; `columns`: field -> its column in the metric rows), at each experiment's last sample
+    epoch. One line per experiment in its colour (`experiment_colors(labels)`), and per value of the other swept
+    fields, in its own line style; each point the mean over seeds, with error bars as `_mean_and_errors` gives them.
+    Numbers lie on a numeric axis (logarithmic where they span a factor of 10 or more), names (samplers, spacings)
+    on a categorical one, in the configured order. Each row's legend sits beside its last panel."""
+    colors = experiment_colors(labels)
+    scored = [metric, *SWEEP_METRICS]
+    if "class_accuracy" in metrics and metrics["class_accuracy"].notna().any():
+        scored.append("class_accuracy")
+    last = metrics[metrics["epoch"] == metrics.groupby("experiment")["epoch"].transform("max")]
+    figure, axes = plt.subplots(len(swept), len(scored), figsize=(4.2 * len(scored), 3.8 * len(swept)), squeeze=False,
+                                layout="constrained")
+    shown = set()
+    for row, (field, values) in zip(axes, swept.items()):
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        positions = {str(v): i for i, v in enumerate(values)}  # of the names on a categorical axis
+        others = [columns[other] for other in swept if other != field]
+        plotted = {column: [] for column in scored}
+        for name in labels:
+            for label, style, runs in _variants(last[last["experiment"] == name], others, labels[name]):
+                x = runs[columns[field]]
+                runs = runs.assign(x=x if numeric else x.map(lambda v: positions[str(v)]))
+                for panel, column in zip(row, scored):
+                    mean, errors, errors_shown = _mean_and_errors(runs, "x", column)
+                    panel.plot(mean.index, mean, color=colors[name], linestyle=style, marker="o", label=label)
+                    plotted[column] += list(mean)
+                    shown |= errors_shown
+                    if errors.notna().any():
+                        panel.errorbar(mean.index, mean, yerr=errors.fillna(0.0), fmt="none", ecolor=colors[name],
+                                       capsize=3)
+        for panel, column in zip(row, scored):
+            _sweep_axis(panel, values, numeric)
+            panel.set(xlabel=field, ylabel=f"{column} ({'lower' if column == metric else 'higher'} is better)")
+            panel.grid(True, which="both", alpha=0.3)
+            if column == metric:
+                _fid_scale(panel, plotted[column])
+            else:
+                panel.set_ylim(-0.03, 1.03)
+        row[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize="small")
+    epochs = sorted(set(last["epoch"]))
+    at = f"epoch {epochs[0]}" if len(epochs) == 1 else "each experiment's last epoch"
+    figure.suptitle(f"{metric}, {', '.join(scored[1:-1])} and {scored[-1]} against each swept sampling field, at {at}"
+                    + _error_bar_note(shown))
+    return figure
+
+
+def _sweep_axis(axes, values: list, numeric: bool) -> None:
+    """A tick at each swept value: at the value on a numeric axis, logarithmic where the values are all > 0 and span
+    a factor of 10 or more; at positions 0, 1, ... on a categorical one."""
+    if not numeric:
+        axes.set_xticks(range(len(values)), [str(v) for v in values])
+        axes.set_xlim(-0.5, len(values) - 0.5)
+        return
+    if min(values) > 0 and max(values) >= 10 * min(values):
+        axes.set_xscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xticks(sorted(values), [f"{v:g}" for v in sorted(values)])
+
+
+def plot_sampling_sweep(metrics: pd.DataFrame, swept: dict[str, list], columns: dict[str, str],
+                        labels: dict[str, str], metric: str, path: str | Path) -> None:
+    _save_figure(sampling_sweep_figure(metrics, swept, columns, labels, metric), path)

@@ -1,6 +1,7 @@
-"""The summary over seeds: one row per experiment and sample epoch, ranked by the last epoch's mean class-balanced
-FID (FID where the extractor gives no classes), and whether the best experiment's lead over the second is larger than the noise of training and sampling seeds
-(Welch's t-test over every draw)."""
+"""The summary over seeds: one row per experiment, sampling variant and sample epoch, ranked by the last epoch's mean
+class-balanced FID (FID where the extractor gives no classes), and whether the best experiment's (or experiment and
+variant's) lead over the second is larger than the noise of training and sampling seeds (Welch's t-test over every
+draw)."""
 
 import html
 import math
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import ttest_ind_from_stats
 
-from ddpm.checks import METRICS
+from ddpm.checks import metric_columns, variant_columns, variant_label
 from ddpm.files import atomic_write, write_csv
 
 SIGNIFICANCE = 0.05  # the p-value below which a lead counts as larger than the noise
@@ -48,30 +49,34 @@ def epoch_statistics(losses: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(losses: pd.DataFrame, metrics: pd.DataFrame, swept: dict[str, dict] | None = None,
               objectives: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per experiment and sample epoch: `rank` (by the last sample epoch's mean of `ranking_metric`, 1 =
-    lowest), the
-    experiment, its swept values (from `swept`: experiment -> field -> value), `epoch`, `seeds` (how many runs),
-    for each of METRICS its mean and sample standard deviation over seeds and `<metric>_sampling_se`, the standard
-    error that sampling leaves in that mean (sqrt(sum of the runs' squared standard errors) / seeds), then the mean
-    and std of the epoch's loss and, from `objectives` (experiment -> what its loss measures), `loss_objective`,
-    and the mean `train_seconds` and `images_per_second` (see `epoch_statistics`). The std is empty for one seed,
-    the sampling error for one draw."""
-    runs = metrics[["experiment", "seed", "epoch", *METRICS, *(f"{m}_sampling_se" for m in METRICS)]].merge(
-        epoch_statistics(losses), on=["experiment", "seed", "epoch"], how="left", validate="one_to_one")
+    """One row per experiment, sampling variant and sample epoch: `rank` (by the last sample epoch's mean of
+    `ranking_metric`, 1 = lowest; each experiment and variant its own rank), the experiment, its swept values (from
+    `swept`: experiment -> field -> value), `epoch`, the variant's columns (ddpm.checks.variant_columns; none
+    without a sampling sweep), `seeds` (how many runs), for each metric of the rows (METRICS, then
+    CONDITIONING_METRICS where scored) its mean and sample standard deviation over seeds and `<metric>_sampling_se`,
+    the standard error that sampling leaves in that mean (sqrt(sum of the runs' squared standard errors) / seeds),
+    then the mean and std of the epoch's loss and, from `objectives` (experiment -> what its loss measures),
+    `loss_objective`, and the mean `train_seconds` and `images_per_second` (see `epoch_statistics`). The std is
+    empty for one seed, the sampling error for one draw."""
+    variants, scored = variant_columns(metrics.columns), metric_columns(metrics.columns)
+    runs = metrics[["experiment", "seed", "epoch", *variants, *scored, *(f"{m}_sampling_se" for m in scored)]].merge(
+        epoch_statistics(losses), on=["experiment", "seed", "epoch"], how="left", validate="many_to_one")
     columns = {}
-    for metric in METRICS:
+    for metric in scored:
         columns |= {f"{metric}_mean": (metric, "mean"), f"{metric}_std": (metric, "std"),
                     f"{metric}_sampling_se": (f"{metric}_sampling_se", _mean_standard_error)}
-    summary = runs.groupby(["experiment", "epoch"], sort=False).agg(
+    summary = runs.groupby(["experiment", "epoch", *variants], sort=False, dropna=False).agg(
         seeds=("seed", "count"), **columns,
         final_loss_mean=("final_loss", "mean"), final_loss_std=("final_loss", "std"),
         train_seconds=("train_seconds", "mean"), images_per_second=("images_per_second", "mean"),
     ).reset_index()
     summary.insert(summary.columns.get_loc("final_loss_std") + 1, "loss_objective",
                    summary["experiment"].map(objectives or {}))
+    keys = ["experiment", *variants]
     last = summary[summary["epoch"] == summary["epoch"].max()]
-    ranks = last.sort_values([f"{ranking_metric(metrics)}_mean", "experiment"])["experiment"].tolist()
-    summary.insert(0, "rank", summary["experiment"].map({name: i + 1 for i, name in enumerate(ranks)}))
+    ranks = last.sort_values([f"{ranking_metric(metrics)}_mean", *keys])[keys]
+    summary = summary.merge(ranks.assign(rank=range(1, len(ranks) + 1)), on=keys, how="left", validate="many_to_one")
+    summary = summary[["rank", *summary.columns.drop("rank")]]
     swept = swept or {}
     fields = list(dict.fromkeys(name for values in swept.values() for name in values))
     for i, name in enumerate(fields):
@@ -160,11 +165,16 @@ def _seeds(count: int) -> str:
 
 def best_lead(metrics: pd.DataFrame) -> Lead | None:
     """Welch's t-test (scipy.stats.ttest_ind_from_stats, equal_var=False) between the `ranking_metric` values of
-    every draw of every seed (`Scores.of_runs`) of the two experiments with its lowest means at the last sample
-    epoch; None with a single experiment."""
+    every draw of every seed (`Scores.of_runs`) of the two experiments (with a sampling sweep: experiments at a
+    sampling variant, named 'experiment (field=value, ...)') with the lowest means at the last sample epoch; None
+    with a single one."""
     epoch, metric = int(metrics["epoch"].max()), ranking_metric(metrics)
     last = metrics[metrics["epoch"] == epoch]
-    scores = {name: Scores.of_runs(runs, metric) for name, runs in last.groupby("experiment")}
+    variants = variant_columns(metrics.columns)
+    scores = {}
+    for (experiment, *values), runs in last.groupby(["experiment", *variants], dropna=False):
+        variant = variant_label(dict(zip(variants, values)))
+        scores[f"{experiment} ({variant})" if variant else experiment] = Scores.of_runs(runs, metric)
     if len(scores) < 2:
         return None
     best, second = sorted(scores, key=lambda name: (scores[name].mean, name))[:2]

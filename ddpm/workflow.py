@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ddpm.checks import metric_columns, variant_columns
 from ddpm.config import TrainConfig
 from ddpm.files import atomic_write, write_csv
 
@@ -38,22 +39,29 @@ def aggregate_losses(loss_csvs: dict[tuple[str, int], str | Path], out: str | Pa
 
 
 def aggregate_metrics(metric_jsons: dict[tuple[str, int], list[str | Path]], out: str | Path) -> pd.DataFrame:
-    """Every run's metrics/epoch_<E>.json, keyed by (experiment, seed), as one row each: experiment, seed, epoch,
-    fid, ...; sorted by experiment, seed and epoch."""
+    """Every run's metrics/epoch_<E><variant>.json, keyed by (experiment, seed), as one row each: experiment, seed,
+    epoch, the sampling variant's columns (empty in the rows without them), the metrics in their order, then the
+    rest (extractor, num_samples, ...); sorted by experiment, seed, epoch and the variant's columns."""
     rows = [{**json.loads(Path(path).read_text()), "experiment": experiment, "seed": seed}
             for (experiment, seed), paths in metric_jsons.items() for path in paths]
-    frame = _run_columns_first(pd.DataFrame(rows)).sort_values(["experiment", "seed", "epoch"], ignore_index=True)
+    frame = pd.DataFrame(rows)
+    variants, metrics = variant_columns(frame.columns), metric_columns(frame.columns)
+    scores = [column for metric in metrics for column in (metric, f"{metric}_sampling_se")]
+    first = ["experiment", "seed", "epoch", *variants, *scores]
+    frame = frame[[*first, *[c for c in frame.columns if c not in first]]]
+    frame = frame.sort_values(["experiment", "seed", "epoch", *variants], ignore_index=True, na_position="first")
     write_csv(frame, out)
     return frame
 
 
 def run_of(path: str | Path) -> tuple[str, int | None]:
     """The run and sample epoch a run's file belongs to, from its name: results/<run>/losses.csv gives (run, None),
-    results/<run>/<kind>/epoch_<E>.<ext> gives (run, E)."""
+    results/<run>/<kind>/epoch_<E><rest> gives (run, E), where the rest is the extension, or a sampling variant
+    after a dot and then the extension (epoch_40.guidance_scale-1.5.json)."""
     path = Path(path)
     if path.name == "losses.csv":
         return path.parent.name, None
-    return path.parent.parent.name, int(path.stem.removeprefix("epoch_"))
+    return path.parent.parent.name, int(path.name.split(".", 1)[0].removeprefix("epoch_"))
 
 
 def _run_columns_first(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""FID, precision, recall and memorisation of one run's samples at one epoch (each draw scored, then their mean and
-standard error), as a JSON metric row (ddpm.metrics.evaluate_samples)."""
+"""FID, precision, recall and memorisation of one run's samples at one epoch and sampling variant (each draw scored,
+then their mean and standard error), and the class accuracy where the samples were drawn with labels, as a JSON
+metric row (ddpm.metrics.evaluate_samples)."""
 
 from pathlib import Path
 
@@ -21,4 +22,6 @@ with logged_to(snakemake.log[0]):
         snakemake.params.extractor,
         classifier=snakemake.input.get("classifier"),
         device=snakemake.params.device,
+        labels=snakemake.input.get("labels") or None,  # one file per draw, for class-conditional runs
+        variant=snakemake.params.get("variant", {}),
     )

@@ -1,4 +1,5 @@
-"""Precision, recall and memorisation against epoch for every experiment (ddpm.plots.plot_quality)."""
+"""Precision, recall, memorisation and, for class-conditional experiments, class accuracy against epoch for every
+experiment (ddpm.plots.plot_quality)."""
 
 import pandas as pd
 

@@ -10,14 +10,15 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
+from ddpm.checks import METRICS
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset
 from ddpm import metrics
 from ddpm.extractors import (Classifier, extract_features, load_extractor, predicted_labels, tf_bilinear_resize,
                              train_classifier)
-from ddpm.metrics import (class_balanced_statistics, class_mix_error, evaluate_samples, feature_statistics,
-                          frechet_distance, knn_radii, memorisation_rate, precision_recall, reference_statistics,
-                          score_draw)
+from ddpm.metrics import (class_accuracy, class_balanced_statistics, class_mix_error, evaluate_samples,
+                          feature_statistics, frechet_distance, knn_radii, memorisation_rate, precision_recall,
+                          reference_statistics, score_draw)
 from ddpm.sampling import generate
 from ddpm.models import build_model
 from ddpm.training import train
@@ -217,7 +218,7 @@ def test_reference_statistics_and_metric_rows(digits_dir, real, classifier_file,
     assert list(row) == ROW_KEYS and (row["experiment"], row["epoch"], row["extractor"]) == ("exp", 3, "classifier")
     assert (row["num_samples"], row["num_reference"], row["num_reference_features"]) == (300, 1797, 1797)
     assert 0 < row["fid"] < 100 and 0 < row["fid_balanced"] < 100 and 0 <= row["class_mix_error"] < 0.2
-    assert row["sampling_draws"] == 1 and all(row[f"{m}_sampling_se"] is None for m in metrics.METRICS)
+    assert row["sampling_draws"] == 1 and all(row[f"{m}_sampling_se"] is None for m in METRICS)
     # training images as samples: each copies itself, and each lies in its own real ball
     assert row["memorisation"] == 1 and row["precision"] == 1
     features = extract_features(load_extractor("classifier", classifier_file), real)
@@ -413,7 +414,7 @@ def test_each_metric_is_the_mean_over_draws_with_its_standard_error(real, digits
                            tmp_path / "row.json", "exp", 2, "classifier", classifier_file, device="cpu", log=quiet)
     reference, extractor = load_checkpoint(classifier_stats), load_extractor("classifier", classifier_file)
     scores = [score_draw(images, reference, extractor, real) for images in draws]
-    for metric in metrics.METRICS:
+    for metric in METRICS:
         values = [score[metric] for score in scores]
         assert row[metric] == pytest.approx(np.mean(values), abs=1e-12)
         assert row[f"{metric}_sampling_se"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(3), abs=1e-12)
@@ -431,3 +432,108 @@ def test_the_reference_class_mix_is_the_classifiers_labels_of_the_reference(real
     mix = load_checkpoint(classifier_stats)["class_mix"]
     assert torch.allclose(mix, torch.bincount(labels, minlength=10).double() / len(real))
     assert mix.sum() == pytest.approx(1) and mix.min() > 0.08  # digits: about a tenth of each
+
+
+def test_class_accuracy_is_the_share_of_predictions_that_match_the_drawn_labels():
+    labels = torch.arange(10) % 4
+    for k in (0, 3, 7, 10):
+        predicted = torch.where(torch.arange(10) < k, labels, (labels + 1) % 4)  # the first k match, the rest not
+        assert class_accuracy(predicted, labels) == k / 10
+    with pytest.raises(ValueError, match=r"labels must give one class per sample: \(9,\) for 10 samples"):
+        class_accuracy(labels, labels[:9])
+
+
+def held_out_draws(digits_dir, tmp_path, shuffle: bool = False):
+    """Two draws of 150 of the digits the classifier never trained on (its seeded held-out 359), with their true
+    labels (or the same labels shuffled) saved beside them as the sample jobs save them; and the draws themselves."""
+    images, labels = load_dataset(digits_dir)
+    held_out = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:359]
+    if shuffle:
+        labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(5))]
+    draws = [held_out[i * 150:(i + 1) * 150] for i in range(2)]
+    for i, rows in enumerate(draws):
+        np.save(tmp_path / f"draw{i}.npy", images[rows].numpy())
+        np.save(tmp_path / f"draw{i}_labels.npy", labels[rows].numpy().astype(np.int64))
+    return ([tmp_path / f"draw{i}.npy" for i in range(2)], [tmp_path / f"draw{i}_labels.npy" for i in range(2)],
+            [(images[rows], labels[rows]) for rows in draws])
+
+
+def test_class_accuracy_of_held_out_digits_is_the_classifiers_accuracy_and_a_tenth_for_shuffled_labels(
+        digits_dir, classifier_file, classifier_stats, tmp_path):
+    samples, labels, draws = held_out_draws(digits_dir, tmp_path)
+    row = evaluate_samples(samples, classifier_stats, digits_dir, tmp_path / "row.json", "exp", 2, "classifier",
+                           classifier_file, device="cpu", labels=labels, log=quiet)
+    classifier = load_extractor("classifier", classifier_file)
+    per_draw = [(classifier.logits(images).argmax(1) == truth).double().mean().item() for images, truth in draws]
+    assert row["class_accuracy"] == pytest.approx(np.mean(per_draw), abs=1e-12)
+    assert row["class_accuracy_sampling_se"] == pytest.approx(np.std(per_draw, ddof=1) / np.sqrt(2), abs=1e-12)
+    assert row["class_accuracy"] == pytest.approx(load_checkpoint(classifier_file)["val_accuracy"], abs=0.03)
+    samples, labels, _ = held_out_draws(digits_dir, tmp_path, shuffle=True)
+    shuffled = evaluate_samples(samples, classifier_stats, digits_dir, tmp_path / "row.json", "exp", 2, "classifier",
+                                classifier_file, device="cpu", labels=labels, log=quiet)
+    assert shuffled["class_accuracy"] == pytest.approx(0.1, abs=0.05)
+
+
+def test_labels_and_variants_add_their_columns_and_change_nothing_else(digits_dir, classifier_file, classifier_stats,
+                                                                        tmp_path):
+    """Without labels or a variant the row is today's, key for key and byte for byte; labels add class_accuracy and
+    its standard error after the other metrics; a variant's columns follow the epoch."""
+    samples, labels, _ = held_out_draws(digits_dir, tmp_path)
+    arguments = (samples, classifier_stats, digits_dir)
+    plain = evaluate_samples(*arguments, tmp_path / "plain.json", "exp", 2, "classifier", classifier_file,
+                             device="cpu", log=quiet)
+    assert list(plain) == ROW_KEYS
+    assert (tmp_path / "plain.json").read_text() == json.dumps(plain, indent=2)
+    variant = {"guidance_scale": 2.0, "sampler": "ddim", "sampling_seed": 3}
+    row = evaluate_samples(*arguments, tmp_path / "labelled.json", "exp", 2, "classifier", classifier_file,
+                           device="cpu", labels=labels, variant=variant, log=quiet)
+    at = ROW_KEYS.index("extractor")
+    assert list(row) == [*ROW_KEYS[:2], *variant, *ROW_KEYS[2:at], "class_accuracy", "class_accuracy_sampling_se",
+                         *ROW_KEYS[at:]]
+    assert {key: row[key] for key in ROW_KEYS} == plain and {key: row[key] for key in variant} == variant
+    assert json.loads((tmp_path / "labelled.json").read_text()) == row
+
+
+def test_conditioning_arguments_are_checked_before_any_scoring(digits_dir, classifier_file, classifier_stats,
+                                                                tmp_path):
+    samples, labels, _ = held_out_draws(digits_dir, tmp_path)
+    arguments = (samples, classifier_stats, digits_dir, tmp_path / "bad.json", "exp", 2)
+    with pytest.raises(ValueError, match="labels must be one file per draw: 1 for 2 draws"):
+        evaluate_samples(*arguments, "classifier", classifier_file, labels=labels[:1], log=quiet)
+    with pytest.raises(ValueError, match="class_accuracy needs the classifier file .* beside extractor 'inception'"):
+        evaluate_samples(*arguments, "inception", labels=labels, log=quiet)
+    with pytest.raises(ValueError, match=r"variant columns \['epoch', 'seed'\] are taken by the metric row"):
+        evaluate_samples(*arguments, "classifier", classifier_file, variant={"seed": 1, "epoch": 2}, log=quiet)
+    np.save(tmp_path / "short_labels.npy", np.zeros(149, np.int64))
+    with pytest.raises(ValueError, match=r"must be integers of shape \(150,\) like the draw's samples, got int64 \(149,\)"):
+        evaluate_samples(*arguments, "classifier", classifier_file, labels=[labels[0], tmp_path / "short_labels.npy"],
+                         log=quiet)
+    assert not (tmp_path / "bad.json").exists()
+
+
+class PixelProjection(torch.nn.Module):
+    """An extractor that gives no classes, as inception: a random projection of 8x8 pixels to 16 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.projection = torch.nn.Linear(64, 16)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.projection(images.flatten(1).float())
+
+
+def test_beside_another_extractor_the_classifier_only_labels(digits_dir, real, classifier_file, classifier_stats):
+    """With an extractor that gives no classes (as inception), the classifier scores class_accuracy and nothing
+    else: every other score is the extractor's alone."""
+    torch.manual_seed(0)
+    extractor = PixelProjection()
+    images, labels = load_dataset(digits_dir)
+    reference = {**feature_statistics(extract_features(extractor, images)),
+                 "features": extract_features(extractor, images[:400]), "class_mix": None}
+    classifier = load_extractor("classifier", classifier_file)
+    alone = score_draw(images[:200], reference, extractor, real)
+    scores = score_draw(images[:200], reference, extractor, real, labels=labels[:200], classifier=classifier)
+    assert scores == {**alone, "class_accuracy": class_accuracy(classifier.logits(images[:200]).argmax(1), labels[:200])}
+    assert alone["fid_balanced"] is None and "class_accuracy" not in alone and scores["class_accuracy"] > 0.9
+    with pytest.raises(ValueError, match="class_accuracy needs the dataset's classifier"):
+        score_draw(images[:200], reference, extractor, real, labels=labels[:200])

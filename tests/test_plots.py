@@ -341,3 +341,93 @@ def test_quality_plot_is_written(tmp_path):
     plots.plot_quality(metrics(), LABELS, tmp_path / "quality.png")
     with Image.open(tmp_path / "quality.png") as image:
         assert image.format == "PNG" and image.size[0] > 900
+
+
+def test_quality_plot_has_a_class_accuracy_panel_only_where_experiments_have_it(close_figures):
+    frame = metrics()
+    assert "class accuracy" not in plots.quality_figure(frame.assign(class_accuracy=np.nan), LABELS)._suptitle.get_text()
+    conditional = frame.assign(class_accuracy=np.where(frame["experiment"] == "zeta", 0.1 * frame["epoch"], np.nan),
+                               class_accuracy_sampling_se=np.nan)
+    figure = plots.quality_figure(conditional, LABELS)
+    assert len(figure.axes) == len(QUALITY) + 1 and "class accuracy" in figure.axes[-1].get_ylabel()
+    assert figure._suptitle.get_text().startswith("Precision, recall, memorisation and class accuracy (")
+    lines = {line.get_label(): line for line in figure.axes[-1].get_lines() if not line.get_label().startswith("_")}
+    np.testing.assert_allclose(lines[LABELS["zeta"]].get_ydata(), [0.1, 0.2, 0.3])
+    assert np.isnan(lines[LABELS["alpha"]].get_ydata()).all()  # unconditional: in the legend, not on the panel
+
+
+def sampling_sweep_metrics() -> pd.DataFrame:
+    """Metric rows of two experiments, two seeds each, sampled with every guidance scale and sampler at epochs 1
+    and 2: FID rises with the scale and is 1 lower with dpm_solver; seed 1 doubles precision's distance from 0.5."""
+    rows = []
+    for i, name in enumerate(("zeta", "alpha")):
+        for seed, epoch, scale, sampler in itertools.product((0, 1), (1, 2), (1.0, 2.0, 4.0), ("ddim", "dpm_solver")):
+            fid = 10.0 * i + scale + (sampler == "ddim") + 5.0 / epoch
+            rows.append({"experiment": name, "seed": seed, "epoch": epoch, "guidance_scale": scale,
+                         "sampler": sampler, "fid": fid, "precision": 0.5 + 0.05 * scale * (1 + seed),
+                         "recall": 0.9 - 0.1 * scale, "extractor": "classifier", "num_samples": 16,
+                         **{f"{m}_sampling_se": 0.1 for m in ("fid", "precision", "recall")}})
+    return pd.DataFrame(rows)
+
+
+SAMPLING_SWEEP = {"guidance_scale": [1.0, 2.0, 4.0], "sampler": ["ddim", "dpm_solver"]}
+
+
+def test_sampling_sweep_plot_has_a_row_a_field_and_a_line_per_experiment_and_other_value(close_figures):
+    labels = {name: LABELS[name] for name in ("zeta", "alpha")}
+    figure = plots.sampling_sweep_figure(sampling_sweep_metrics(), SAMPLING_SWEEP, {f: f for f in SAMPLING_SWEEP},
+                                         labels)
+    assert len(figure.axes) == 2 * 3  # fid, precision, recall for each swept field
+    (fid, precision, recall), (by_sampler, *_) = np.reshape(figure.axes, (2, 3))
+    assert [a.get_ylabel() for a in (fid, precision, recall)] == [
+        "fid (lower is better)", "precision (higher is better)", "recall (higher is better)"]
+    for axes, per_experiment in ((fid, 2), (precision, 2), (by_sampler, 3)):  # a line per value of the other field
+        labelled = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
+        assert len(labelled) == 2 * per_experiment
+        colors = plots.experiment_colors(labels)
+        assert {to_hex(line.get_color()) for line in labelled if line.get_label().startswith("zeta")} == {colors["zeta"]}
+    assert [t.get_text() for t in by_sampler.get_xticklabels()] == ["ddim", "dpm_solver"]
+    assert [t.get_text() for t in fid.get_xticklabels()] == ["1", "2", "4"]
+    lines = {line.get_label(): line for line in fid.get_lines()}
+    ddim = lines[f"{LABELS['alpha']} (sampler=ddim)"]
+    np.testing.assert_allclose(ddim.get_xdata(), [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(ddim.get_ydata(), [10.0 + s + 1 + 2.5 for s in (1.0, 2.0, 4.0)])  # epoch 2, the last
+    by_scale = {line.get_label(): line for line in by_sampler.get_lines()}
+    np.testing.assert_allclose(by_scale[f"{LABELS['alpha']} (guidance_scale=2)"].get_xdata(), [0, 1])  # categorical
+    np.testing.assert_allclose(by_scale[f"{LABELS['alpha']} (guidance_scale=2)"].get_ydata(), [15.5, 14.5])
+    segments = precision.containers[0].lines[2][0].get_segments()  # two seeds: ±1 std over them
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments],
+                               [2 * np.std([0.05 * v, 0.1 * v], ddof=1) for v in (1.0, 2.0, 4.0)])
+    assert "at epoch 2" in figure._suptitle.get_text() and "±1 std over seeds" in figure._suptitle.get_text()
+
+
+def test_sampling_sweep_plot_adds_class_accuracy_and_is_written(tmp_path):
+    frame = sampling_sweep_metrics().assign(class_accuracy=0.5, class_accuracy_sampling_se=0.01)
+    figure = plots.sampling_sweep_figure(frame, {"sampler": ["ddim", "dpm_solver"]},
+                                         {"sampler": "sampler"}, {"zeta": "zeta", "alpha": "alpha"}, "fid")
+    assert [a.get_ylabel().split()[0] for a in figure.axes] == ["fid", "precision", "recall", "class_accuracy"]
+    plt.close(figure)
+    plots.plot_sampling_sweep(frame, SAMPLING_SWEEP, {f: f for f in SAMPLING_SWEEP}, LABELS, "fid",
+                              tmp_path / "sampling_sweep.png")
+    with Image.open(tmp_path / "sampling_sweep.png") as image:
+        assert image.format == "PNG" and image.size[0] > 900
+
+
+def test_fid_plot_draws_each_sampling_variant_in_its_own_line_style(close_figures):
+    frame = sampling_sweep_metrics()
+    figure = plots.fid_figure(frame[frame["sampler"] == "ddim"].drop(columns="sampler"), LABELS)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines() if not line.get_label().startswith("_")}
+    assert sorted(lines) == sorted(f"{LABELS[name]} (guidance_scale={s})" for name in ("zeta", "alpha") for s in (1, 2, 4))
+    assert {lines[f"{LABELS['zeta']} (guidance_scale={s})"].get_linestyle() for s in (1, 2, 4)} == {"-", "--", ":"}
+    np.testing.assert_allclose(lines[f"{LABELS['zeta']} (guidance_scale=2)"].get_ydata(), [2 + 1 + 5, 2 + 1 + 2.5])
+
+
+def test_sweep_plot_shows_each_experiment_at_its_best_sampling_variant(close_figures):
+    sweep = {"lr": [1e-4, 2e-4]}
+    experiments = {f"base.lr-{lr}": {"parent": "base", "swept": {"lr": lr}} for lr in sweep["lr"]}
+    summary = pd.DataFrame([{"experiment": name, "epoch": 2, "guidance_scale": scale, "fid_mean": fid + i,
+                             "fid_std": 1.0} for i, name in enumerate(experiments)
+                            for scale, fid in ((1.0, 20.0), (3.0, 10.0), (5.0, 15.0))])
+    (axes,) = plots.sweep_figure(summary, sweep, experiments).axes
+    (line,) = [line for line in axes.get_lines() if line.get_label() == "base"]
+    np.testing.assert_allclose(line.get_ydata(), [10.0, 11.0])

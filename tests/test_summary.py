@@ -218,3 +218,65 @@ def test_the_class_balanced_fid_ranks_and_is_tested_where_every_row_has_it():
     summary = summarize(losses().replace({"a": "x", "b": "y"}).query("epoch == 1 and seed == 0"), rows)
     assert summary.set_index("experiment")["rank"].to_dict() == {"y": 1, "x": 2}
     assert best_lead(rows.assign(fid_balanced=math.nan)).metric == "fid"  # an inception run: FID ranks
+
+
+# (experiment, guidance_scale) -> the FIDs of seeds 0 and 1 at epochs 1 and 2: at epoch 2, a at 3.0 leads, then b at
+# 1.0, a at 1.0 and b at 3.0
+GUIDED = {("a", 1.0): {1: (30.0, 32.0), 2: (14.0, 16.0)}, ("a", 3.0): {1: (40.0, 42.0), 2: (10.0, 12.0)},
+          ("b", 1.0): {1: (20.0, 22.0), 2: (12.0, 14.0)}, ("b", 3.0): {1: (10.0, 12.0), 2: (20.0, 22.0)}}
+
+
+def guided_metrics() -> pd.DataFrame:
+    """Metric rows of a sampling sweep over guidance_scale, as aggregate_metrics writes them."""
+    return metric_rows([{"experiment": e, "seed": s, "epoch": epoch, "guidance_scale": scale, "fid": fids[s]}
+                        for (e, scale), by_epoch in GUIDED.items() for epoch, fids in by_epoch.items()
+                        for s in (0, 1)])
+
+
+def test_each_experiment_at_each_sampling_variant_is_a_row_ranked_on_its_own():
+    summary = summarize(losses(), guided_metrics(), {"a": {"lr": 1e-3}, "b": {"lr": 2e-3}}, OBJECTIVES)
+    assert list(summary.columns[:6]) == ["rank", "experiment", "lr", "epoch", "guidance_scale", "seeds"]
+    assert summary[["rank", "experiment", "guidance_scale", "epoch"]].values.tolist() == [
+        [1, "a", 3.0, 1], [1, "a", 3.0, 2], [2, "b", 1.0, 1], [2, "b", 1.0, 2],
+        [3, "a", 1.0, 1], [3, "a", 1.0, 2], [4, "b", 3.0, 1], [4, "b", 3.0, 2]]
+    row = summary.set_index(["experiment", "guidance_scale", "epoch"]).loc[("b", 3.0, 1)]
+    assert (row["seeds"], row["fid_mean"], row["fid_std"]) == pytest.approx((2, 11.0, math.sqrt(2.0)))
+    plain = summarize(losses(), metrics()).set_index(["experiment", "epoch"]).loc[("b", 1)]
+    assert row["final_loss_mean"] == plain["final_loss_mean"] == 0.8  # each run's loss, at every variant alike
+    lead = best_lead(guided_metrics())
+    assert (lead.best, lead.second) == ("a (guidance_scale=3)", "b (guidance_scale=1)")
+    assert lead.t_statistic == pytest.approx(welch_t([10, 12], [12, 14]))
+
+
+def test_a_single_sampling_variant_changes_nothing_but_its_column():
+    """The summary of today's rows is the summary of the same rows as the one variant of a sampling sweep, without
+    the variant's column: ranks, means, spreads and the verdict alike."""
+    plain = summarize(losses(), metrics(), {"a": {"lr": 1e-3}, "b": {"lr": 2e-3}}, OBJECTIVES)
+    one_variant = summarize(losses(), metrics().assign(sampling_seed=7), {"a": {"lr": 1e-3}, "b": {"lr": 2e-3}},
+                            OBJECTIVES)
+    assert list(one_variant.columns) == [*plain.columns[:4], "sampling_seed", *plain.columns[4:]]
+    pd.testing.assert_frame_equal(one_variant.drop(columns="sampling_seed"), plain, check_exact=True)
+    lead = best_lead(metrics().assign(sampling_seed=7))
+    assert (lead.best, lead.second) == ("a (sampling_seed=7)", "b (sampling_seed=7)")
+    assert lead.t_statistic == best_lead(metrics()).t_statistic
+
+
+def test_class_accuracy_is_summarised_like_the_other_metrics(tmp_path):
+    """A class-conditional experiment's class accuracy: its mean and std over seeds and the sampling error of that
+    mean, after the other metrics; empty for an unconditional experiment."""
+    accuracy = {("a", 0): (0.8, 0.02), ("a", 1): (0.9, 0.04)}
+    rows = metrics().assign(class_accuracy=[accuracy.get((e, s), (math.nan,))[0] for e, s in
+                                            zip(metrics()["experiment"], metrics()["seed"])],
+                            class_accuracy_sampling_se=[accuracy.get((e, s), (0, math.nan))[1] for e, s in
+                                                        zip(metrics()["experiment"], metrics()["seed"])])
+    rows.to_csv(tmp_path / "metrics.csv", index=False)
+    losses().to_csv(tmp_path / "losses.csv", index=False)
+    summary = write_summary(tmp_path / "losses.csv", tmp_path / "metrics.csv", {}, OBJECTIVES, tmp_path / "summary.csv",
+                            tmp_path / "summary.html")
+    at = list(summary.columns).index("memorisation_sampling_se") + 1
+    assert list(summary.columns[at:at + 3]) == ["class_accuracy_mean", "class_accuracy_std", "class_accuracy_sampling_se"]
+    a = summary.set_index(["experiment", "epoch"]).loc[("a", 2)]
+    assert (a["class_accuracy_mean"], a["class_accuracy_std"]) == pytest.approx((0.85, 0.1 / math.sqrt(2)))
+    assert a["class_accuracy_sampling_se"] == pytest.approx(math.sqrt(0.02 ** 2 + 0.04 ** 2) / 2)
+    assert summary.loc[summary["experiment"] == "b", ["class_accuracy_mean", "class_accuracy_sampling_se"]].isna().all().all()
+    assert "class_accuracy_mean" in (tmp_path / "summary.html").read_text()
