@@ -7,9 +7,9 @@ N GPUs, one node: torchrun --standalone --nproc_per_node=N --signals-to-handle=S
 (`ddpm-train` is `python -m ddpm.launch`; the workflow does this for an experiment with `gpus: N`, see
 run_experiment and training_command)
 The config is a JSON object of TrainConfig fields; `checkpoint_epochs` (a list of epochs) names the checkpoints
-kept in run-dir/checkpoints/, the last epoch's when it is not given. A run stopped by SIGTERM, SIGUSR1 or SIGINT
-saves its resume state and exits with code 75 (EX_TEMPFAIL, "try again"), saying so; the same command run again
-continues from that step.
+kept in run-dir/checkpoints/, the last epoch's when it is not given; a class_conditional config trains on the
+prepared dataset's labels (labels.npy). A run stopped by SIGTERM, SIGUSR1 or SIGINT saves its resume state and exits
+with code 75 (EX_TEMPFAIL, "try again"), saying so; the same command run again continues from that step.
 """
 
 import contextlib
@@ -139,8 +139,9 @@ def _train(args) -> None:
     init_distributed()
     use_fast_cuda_kernels(resolve_device(config.device))
     try:
-        train(config, load_dataset(args.data)[0], args.run_dir, args.state_dir, log=lambda m: print(m, flush=True),
-              tensorboard_dir=args.tensorboard_dir)
+        images, labels = load_dataset(args.data)
+        train(config, images, args.run_dir, args.state_dir, log=lambda m: print(m, flush=True),
+              tensorboard_dir=args.tensorboard_dir, labels=labels)
         if not dist.is_initialized() or dist.get_rank() == 0:  # which writes them
             checkpoints = ", ".join(f"epoch_{epoch}.pt" for epoch in config.checkpoint_epochs)
             print(f"wrote {Path(args.run_dir) / 'losses.csv'} and, in {Path(args.run_dir) / 'checkpoints'}, {checkpoints}")

@@ -49,13 +49,17 @@ class RunFiles:
     workflow manager that deletes a failed job's outputs loses nothing; at the end they are published to `run_dir`,
     and `state_dir` keeps them with the final state, from which a run asked for more epochs goes on. Rank 0 writes;
     every rank reads the resume state. RESUME_INFO says without torch which step the newest state is of, and of
-    which config (its fingerprint) and number of processes."""
+    which config (its fingerprint) and number of processes. A class-conditional run gives its `labels` (classes
+    0..K-1): they belong to its data, and K to its network, saved in every epoch checkpoint as "num_classes" (0
+    without labels)."""
 
-    def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path, state_dir: Path, rank: int, world: int):
+    def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path, state_dir: Path, rank: int, world: int,
+                 labels: torch.Tensor | None = None):
         self.config, self.run_dir, self.state_dir, self.rank, self.world = config, run_dir, state_dir, rank, world
         self.channels, self.image_size = images.shape[1], images.shape[-1]
+        self.num_classes = int(labels.max()) + 1 if labels is not None else 0
         self.steps_per_epoch = steps_per_epoch(config, images.shape[0])
-        self.fingerprint = _fingerprint(config, images)
+        self.fingerprint = _fingerprint(config, images, labels)
         self.store = ResumeStore(state_dir, keep=config.keep_states)
         self.loss_log = None
         self.saved_step = None  # of the newest resume state on disk
@@ -144,7 +148,7 @@ class RunFiles:
         if self.rank == 0:
             save_checkpoint({
                 "config": self.config.to_dict(), "channels": self.channels, "image_size": self.image_size,
-                "epoch": epoch, "step": step, "model": parts.model.state_dict(),
+                "num_classes": self.num_classes, "epoch": epoch, "step": step, "model": parts.model.state_dict(),
                 "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
             }, self.state_dir / "checkpoints" / f"epoch_{epoch}.pt")
 
@@ -235,9 +239,12 @@ def _as_python_state(state):
     return version, tuple(internal), gauss
 
 
-def _fingerprint(config: TrainConfig, images: torch.Tensor) -> str:
-    """Identifies what a resume state belongs to: the config's computing fields and the data."""
+def _fingerprint(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None) -> str:
+    """Identifies what a resume state belongs to: the config's computing fields and the data (with the labels, where
+    the run trains on them)."""
     digest = hashlib.sha256(config.fingerprint().encode())
     digest.update(str(tuple(images.shape)).encode())
     digest.update(images.contiguous().numpy().tobytes())
+    if labels is not None:
+        digest.update(labels.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

@@ -1,7 +1,7 @@
 """The training loop and its state: Algorithm 1 of Ho et al. (2020) with an lr schedule, an EMA of the weights,
 a logging window that syncs with the device once per loss row, DDP collectives and a stop on a signal.
 
-    train(config, images, run_dir, state_dir)
+    train(config, images, run_dir, state_dir, labels=labels)  # labels: for a class_conditional config
 
 (`ddpm-train` (ddpm.launch) runs it from the command line and under torchrun; ddpm.run_files keeps its files.)
 The resume state holds everything that decides the next step, so a run killed at any moment and restarted gives
@@ -123,9 +123,9 @@ class Parts:
 
 
 def build_parts(config: TrainConfig, channels: int, image_size: int, device: torch.device, total_steps: int,
-                rank: int = 0) -> Parts:
-    """The model (the same initial weights on every rank), its EMA, optimizer and lr schedule over `total_steps`,
-    with the fast path.
+                rank: int = 0, num_classes: int = 0) -> Parts:
+    """The model (the same initial weights on every rank; conditioned on `num_classes` classes with
+    `config.class_conditional`), its EMA, optimizer and lr schedule over `total_steps`, with the fast path.
 
     Each switch's 'auto' means on for CUDA only; `on` on the CPU means: amp, bf16 autocast on the CPU;
     channels_last, NHWC tensors. `compile` compiles the forward and loss (and through AOTAutograd the backward)
@@ -134,7 +134,7 @@ def build_parts(config: TrainConfig, channels: int, image_size: int, device: tor
     """
     cuda = device.type == "cuda"
     seed_everything(config.seed)
-    model = build_model(config, channels, image_size).to(device)
+    model = build_model(config, channels, image_size, num_classes).to(device)
     torch.manual_seed(config.seed + rank)  # same initial weights everywhere, each rank its own noise
     memory_format = torch.channels_last if _switch(config.channels_last, cuda) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -158,15 +158,18 @@ def build_parts(config: TrainConfig, channels: int, image_size: int, device: tor
 
 
 class Batches:
-    """Training batch number `step` (from 0) of this rank: its shard of the epoch's seeded order, in [-1, 1].
+    """Training batch number `step` (from 0) of this rank: its shard of the epoch's seeded order, in [-1, 1], and
+    the same images' labels (`labels(step)`, None without `labels`).
 
-    With data_on_device the uint8 dataset is copied to the device once; on the CPU it is there already, so
-    `on` and `off` are the same.
+    With data_on_device the uint8 dataset (and its labels) is copied to the device once; on the CPU it is there
+    already, so `on` and `off` are the same.
     """
 
     def __init__(self, images: torch.Tensor, config: TrainConfig, device: torch.device, memory_format: torch.memory_format,
-                 rank: int = 0, world: int = 1):
-        self.data = images.to(device) if _switch(config.data_on_device, device.type == "cuda") else images
+                 rank: int = 0, world: int = 1, labels: torch.Tensor | None = None):
+        on_device = _switch(config.data_on_device, device.type == "cuda")
+        self.data = images.to(device) if on_device else images
+        self.label_data = labels.to(device) if on_device and labels is not None else labels
         self.device, self.memory_format, self.config = device, memory_format, config
         self.steps_per_epoch = steps_per_epoch(config, images.shape[0])
         local_batch = config.batch_size // world
@@ -174,14 +177,23 @@ class Batches:
         self.order, self.order_epoch = None, None
 
     def __call__(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self.order_epoch:
-            self.order, self.order_epoch = self._order(epoch), epoch
-        batch_index = self.order[position * self.config.batch_size:(position + 1) * self.config.batch_size][self.shard]
-        x = to_model_range(self.data[batch_index].to(self.device, non_blocking=True))
+        x = to_model_range(self.data[self._index(step)].to(self.device, non_blocking=True))
         if self.config.flip:
             x = random_hflip(x)
         return x.contiguous(memory_format=self.memory_format)
+
+    def labels(self, step: int) -> torch.Tensor | None:
+        """The labels of batch `step`'s images, in the same order."""
+        if self.label_data is None:
+            return None
+        return self.label_data[self._index(step)].to(self.device, non_blocking=True)
+
+    def _index(self, step: int) -> torch.Tensor:
+        """Which images batch `step` of this rank holds."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self.order_epoch:
+            self.order, self.order_epoch = self._order(epoch), epoch
+        return self.order[position * self.config.batch_size:(position + 1) * self.config.batch_size][self.shard]
 
     def _order(self, epoch: int) -> torch.Tensor:
         """The epoch's order where the data is, copied there once an epoch; to a GPU from pinned memory, without a
@@ -193,9 +205,11 @@ class Batches:
 
 
 def training_step(parts: Parts, x: torch.Tensor, step: int, t: torch.Tensor | None = None,
-                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-    """Training step `step` (from 0) of Algorithm 1 (Ho et al. 2020) on the batch `x`: its lr and EMA decay written
-    into their device tensors, the loss and its gradients, then the update (weight_update). No host sync.
+                  noise: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Training step `step` (from 0) of Algorithm 1 (Ho et al. 2020) on the batch `x` (with its class `labels` for
+    a class-conditional model, each dropped to the null label with probability label_dropout: Ho & Salimans 2022,
+    Algorithm 1): its lr and EMA decay written into their device tensors, the loss and its gradients, then the
+    update (weight_update). No host sync.
 
     `t` and `noise` are DiffusionModel.forward's, to compare runs on the same draws. Returns the loss, still on the
     device, and the learning rate the step used.
@@ -208,7 +222,7 @@ def training_step(parts: Parts, x: torch.Tensor, step: int, t: torch.Tensor | No
     if parts.cuda_graphs:
         torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten now
     with parts.autocast:
-        loss = parts.forward(x, t, noise)
+        loss = parts.forward(x, t, noise, labels)
     loss.backward()
     parts.update()
     return loss.detach(), lr
@@ -260,8 +274,10 @@ class LogWindow:
 
 
 def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_dir: str | Path, log=print,
-          tensorboard_dir: str | Path | None = None) -> DiffusionModel:
-    """Train on uint8 `images` (N, C, H, W); returns the model, holding the EMA weights if kept.
+          tensorboard_dir: str | Path | None = None, labels: torch.Tensor | None = None) -> DiffusionModel:
+    """Train on uint8 `images` (N, C, H, W); returns the model, holding the EMA weights if kept. A class_conditional
+    config needs the images' `labels` (N,), classes 0..K-1: its network is conditioned on those K classes (saved as
+    "num_classes" in the epoch checkpoints); other configs ignore them.
 
     Progress lives in `state_dir` (see RunFiles); at the end run_dir/losses.csv and run_dir/checkpoints/epoch_<E>.pt
     are published, and `state_dir` keeps the final state: the same call with more epochs trains only those (with a
@@ -273,11 +289,12 @@ def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if world != config.gpus:  # started by hand under torchrun: the config's checks with its number of processes
         config = dataclasses.replace(config, gpus=world)
+    labels = _training_labels(config, images, labels)
     device = resolve_device(config.device)
-    files = RunFiles(config, images, Path(run_dir), Path(state_dir), rank, world)
+    files = RunFiles(config, images, Path(run_dir), Path(state_dir), rank, world, labels)
     total_steps = config.epochs * files.steps_per_epoch
-    parts = build_parts(config, images.shape[1], images.shape[-1], device, total_steps, rank)
-    batches = Batches(images, config, device, parts.memory_format, rank, world)
+    parts = build_parts(config, images.shape[1], images.shape[-1], device, total_steps, rank, files.num_classes)
+    batches = Batches(images, config, device, parts.memory_format, rank, world, labels)
     step, elapsed = files.resume(parts, total_steps, log)
     if 0 < step < total_steps:
         log(f"resumed from step {step} (epoch {step // files.steps_per_epoch + 1}, {elapsed:.1f} s of training done)")
@@ -288,7 +305,7 @@ def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_
     with (contextlib.closing(files), window.progress, signals_handled(signals.append),
           tensorboard if tensorboard is not None else contextlib.nullcontext()):
         while step < total_steps:
-            loss, lr = training_step(parts, batches(step), step)
+            loss, lr = training_step(parts, batches(step), step, labels=batches.labels(step))
             step += 1
             window.add(loss)
             epoch, end_of_epoch = (step - 1) // files.steps_per_epoch + 1, step % files.steps_per_epoch == 0
@@ -313,6 +330,19 @@ def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_
     if parts.ema is not None:
         parts.model.load_state_dict(parts.ema.module.state_dict())
     return parts.model
+
+
+def _training_labels(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """The labels a run trains with: `labels`, checked, for a class_conditional config; None for the others."""
+    if not config.class_conditional:
+        return None
+    if labels is None:
+        raise ValueError("class_conditional: true needs the dataset's labels (digits, cifar10, or a folder with one "
+                         "subfolder of images per class), got none: set class_conditional: false")
+    if tuple(labels.shape) != images.shape[:1] or labels.dtype != torch.int64 or labels.min() < 0:
+        raise ValueError(f"class_conditional: the labels must be int64 class indices >= 0, one per image "
+                         f"({images.shape[0]}), got {labels.dtype} of shape {tuple(labels.shape)}")
+    return labels
 
 
 def _tensorboard_writer(tensorboard_dir: str | Path, step: int):

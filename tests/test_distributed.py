@@ -192,3 +192,18 @@ def test_a_state_of_more_processes_is_reported_and_training_starts_afresh(data, 
         run_experiment(TrainConfig(**CONFIG, gpus=1), data / "data", data / "lowered", data / "state" / "lowered")
     assert "was saved by 2 processes but this run has 1" in output.getvalue(), output.getvalue()
     assert_same_run(data / "lowered", data / "gpus1")
+
+
+def test_two_processes_train_a_class_conditional_run(data, tmp_path):
+    """Each rank conditions on the labels of its shard (ddpm.training.Batches): a class-conditional run in two
+    processes trains every step and checkpoints the conditional network."""
+    config = TrainConfig(**{**CONFIG, "epochs": 1, "batch_size": 256, "checkpoint_epochs": [1]}, gpus=2,
+                         class_conditional=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        patch.setenv("PYTHONPATH", str(ROOT))
+        with contextlib.redirect_stdout(io.StringIO()):
+            run_experiment(config, data / "data", tmp_path / "run", tmp_path / "state")
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_1.pt")
+    assert checkpoint["num_classes"] == 10 and checkpoint["model"]["eps_model.class_embedding.weight"].shape == (11, 16)
+    assert len(losses(tmp_path / "run")) == 1797 // 256

@@ -32,8 +32,8 @@ def read_csv(path, columns=CSV_COLUMNS):
         return [tuple(row[c] for c in columns) for row in csv.DictReader(f)]
 
 
-def run(config, images, root, name="run"):
-    train(config, images, root / name, root / "state" / name, log=lambda message: None)
+def run(config, images, root, name="run", labels=None):
+    train(config, images, root / name, root / "state" / name, log=lambda message: None, labels=labels)
     return root / name
 
 
@@ -49,6 +49,7 @@ def test_training_writes_the_log_and_checkpoints(digits, tmp_path):
     assert elapsed == sorted(elapsed)
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "epoch_2.pt")
     assert (checkpoint["epoch"], checkpoint["step"], checkpoint["channels"], checkpoint["image_size"]) == (2, 12, 1, 8)
+    assert checkpoint["num_classes"] == 0  # unconditional
     assert ResumeStore(tmp_path / "state" / "run").steps()[-1] == 12  # the final state stays, to train on from it
 
 
@@ -150,9 +151,9 @@ def test_trains_on_each_device(digits, tmp_path, device):
     assert (run_dir / "checkpoints" / "epoch_1.pt").exists()
 
 
-def interrupted(config, images, root, name, after_state, signal_number=signal.SIGTERM):
-    """Train run `name`, sending this process `signal_number` right after the resume state of step `after_state`
-    is written, as a time limit would; returns the TrainingInterrupted it ends with."""
+def interrupted(config, images, root, name, after_state, signal_number=signal.SIGTERM, labels=None):
+    """Train run `name` (on `labels` too, if given), sending this process `signal_number` right after the resume
+    state of step `after_state` is written, as a time limit would; returns the TrainingInterrupted it ends with."""
     save = ResumeStore.save
 
     def save_then_signal(store, state, step):
@@ -164,7 +165,7 @@ def interrupted(config, images, root, name, after_state, signal_number=signal.SI
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ResumeStore, "save", save_then_signal)
         with pytest.raises(TrainingInterrupted) as stopped:
-            run(config, images, root, name)
+            run(config, images, root, name, labels)
     return stopped.value
 
 
