@@ -66,7 +66,13 @@ rule all:
         "results/summary.csv",
         "results/summary.html",
         ["results/plots/sweep.png"] if SWEEP else [],
+        ["results/plots/sampling_sweep.png"] if SAMPLING_SWEEP else [],
         expand("results/{run}/config.yaml", run=RUNS),
         expand("results/{run}/checkpoints/last.pt", run=RUNS),  # each run's final model
         # every run's sample grids, not only those the montage shows
-        [f"results/{r}/samples/epoch_{e}.png" for r in RUNS for e in RUN_EPOCHS[r]],
+        [
+            f"results/{r}/samples/epoch_{e}{v}.png"
+            for r in RUNS
+            for e in RUN_EPOCHS[r]
+            for v in VARIANTS
+        ],

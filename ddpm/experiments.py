@@ -12,15 +12,17 @@ from dataclasses import dataclass
 
 import yaml
 
-from ddpm.checks import SAMPLERS, check_choice, check_ddpm_unet, check_int
+from ddpm.checks import check_choice, check_ddpm_unet, check_int
 from ddpm.config import TrainConfig
 from ddpm.dataset_info import DatasetInfo, check_dataset
+from ddpm.samplers import SAMPLERS
 
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TEXT_TO_YAML_1_1 = re.compile(r"^[-+]?\d+[eE][-+]?\d+$")  # 1e-3: a number in YAML 1.2, text to PyYAML (YAML 1.1)
 RENAMED_FIELDS = {"sampling": {"ddim_steps": "steps", "ddim_eta": "eta"}}  # section -> {old name: new name}
-SWITCHABLE_SECTIONS = ("seeds", "sweep")  # null in the config: one run per experiment at its own seed, no sweep
+SWITCHABLE_SECTIONS = ("seeds", "sweep", "sampling_sweep")  # null in the config: one run per experiment at its own seed, no sweep
 # what the workflow keeps in results/ beside the run folders: no run may take one of these names
+RUN_COLUMNS = ("experiment", "seed", "epoch")  # the columns that name a metric row's run and epoch
 RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
                    "summary.html", "report.html")
 
@@ -37,26 +39,80 @@ def check_evaluation(dataset: DatasetInfo, evaluation: dict) -> None:
                          f"{dataset.num_images} images): use 2..{dataset.num_images}, or null for all of them")
 
 
-def check_sampling(sampling: dict, experiments: dict[str, TrainConfig]) -> None:
-    """A known sampler; fewer early samples than last ones; a sampler that takes steps takes at most each
-    experiment's T (DDIM and DPM-Solver evaluate the network at a subsequence of its timesteps)."""
-    check_choice("sampling.sampler", sampling["sampler"], SAMPLERS)
+def check_sampling(sampling: dict, runs: dict[str, "Run"], variants: dict[str, "SamplingVariant"]) -> None:
+    """Fewer early samples than last ones; then each run's sampling (the section, its experiment's own `sampling`,
+    each variant of `sampling_sweep`) as `check_run_sampling` checks it. Raises ValueError naming the experiment and
+    the variant."""
     early = sampling.get("num_samples_early")
     if early is not None and early > sampling["num_samples"]:
         raise ValueError(f"sampling.num_samples_early ({early}) is larger than sampling.num_samples "
                          f"({sampling['num_samples']}): it is the smaller count for the epochs before the last")
-    if sampling["sampler"] != "ddim" and sampling["eta"]:
-        raise ValueError(f"sampling.eta ({sampling['eta']}) applies to sampler ddim only, not {sampling['sampler']!r}: "
-                         "remove it or set it to 0")
-    if sampling["sampler"] == "ancestral":
-        return
-    for name, config in experiments.items():
-        if sampling["steps"] > config.num_timesteps:
-            raise ValueError(
-                f"sampling.steps ({sampling['steps']}) is larger than the num_timesteps ({config.num_timesteps}) "
-                f"of experiment {name!r}: sampler {sampling['sampler']} takes 1..num_timesteps steps, so use at most "
-                f"{min(c.num_timesteps for c in experiments.values())}, or sampler: ancestral"
-            )
+    for run in runs.values():
+        for variant in variants.values():
+            try:
+                check_run_sampling(variant.applied_to(run.sampling), run, runs)
+            except ValueError as error:
+                swept = f" with sampling_sweep {_describe(variant.values)}" if variant.values else ""
+                raise ValueError(f"experiment {run.experiment!r}{swept}: {error}") from None
+
+
+def check_run_sampling(sampling: dict, run: "Run", runs: dict[str, "Run"]) -> None:
+    """What one run is sampled with: a known sampler given only the fields it takes (ddpm.samplers.SAMPLERS), at
+    most the run's T steps (DDIM and DPM-Solver evaluate the network at a subsequence of its timesteps); guidance
+    `cfg` only for a class-conditional experiment; guidance `auto` with a guide that can be combined with it.
+    Guidance `none` leaves guidance_scale unused, so that a sampling sweep over it keeps unguided experiments
+    beside guided ones as their baseline; `guide` is used by guidance `auto` alone."""
+    check_choice("sampling.sampler", sampling["sampler"], list(SAMPLERS))
+    sampler = SAMPLERS[sampling["sampler"]]
+    if "eta" not in sampler.arguments and sampling["eta"]:
+        raise ValueError(f"sampling.eta ({sampling['eta']}) applies to the samplers "
+                         f"{_takers('eta')} only, not {sampling['sampler']!r}: remove it or set it to 0")
+    if "steps" in sampler.arguments and sampling["steps"] > run.config.num_timesteps:
+        raise ValueError(f"sampling.steps ({sampling['steps']}) is larger than its num_timesteps "
+                         f"({run.config.num_timesteps}): sampler {sampling['sampler']} takes 1..num_timesteps steps")
+    if "steps" not in sampler.arguments and sampling["timestep_spacing"] != "auto":
+        raise ValueError(f"sampling.timestep_spacing ({sampling['timestep_spacing']}) applies to the samplers "
+                         f"{_takers('steps')}; sampler {sampling['sampler']} visits every timestep")
+    guidance = sampling["guidance"]
+    if guidance == "cfg" and not run.config.class_conditional:
+        raise ValueError("sampling.guidance cfg (classifier-free guidance) needs a class-conditional experiment: "
+                         "set class_conditional: true, or guidance none or auto")
+    if guidance == "auto":
+        guide_run(sampling, run, runs)
+
+
+def guide_run(sampling: dict, run: "Run", runs: dict[str, "Run"]) -> "Run":
+    """The run whose checkpoint guides `run` under guidance `auto`: `sampling.guide.experiment` (by default the
+    run's own) at the run's seed, which must be checkpointed at `guide.epoch` and share the run's diffusion (schedule,
+    T, betas, prediction target), so that the two predictions can be combined (Karras et al. 2024, eq. 2)."""
+    guide = sampling.get("guide")
+    if guide is None:
+        raise ValueError("sampling.guidance auto needs sampling.guide: {experiment: NAME, epoch: E} (the experiment "
+                         "defaults to the one sampled)")
+    experiment = guide.get("experiment", run.experiment)
+    candidates = [r for r in runs.values() if r.experiment == experiment]
+    if not candidates:
+        names = sorted({r.experiment for r in runs.values()})
+        raise ValueError(f"sampling.guide.experiment {experiment!r} is not an experiment; experiments: "
+                         f"{', '.join(names)}")
+    same_seed = [r for r in candidates if r.seed == run.seed]
+    guiding = same_seed[0] if same_seed else candidates[0] if len(candidates) == 1 else None
+    if guiding is None:
+        raise ValueError(f"sampling.guide.experiment {experiment!r} has no run at seed {run.seed}")
+    if guide["epoch"] not in guiding.config.checkpoint_epochs:
+        raise ValueError(f"sampling.guide.epoch ({guide['epoch']}) is not an epoch at which {experiment!r} is "
+                         f"checkpointed: use one of {guiding.config.checkpoint_epochs}")
+    for field in ("schedule", "num_timesteps", "prediction", *(("beta1", "beta2") if run.config.schedule == "linear"
+                                                               else ())):
+        if getattr(guiding.config, field) != getattr(run.config, field):
+            raise ValueError(f"sampling.guide: {experiment!r} has {field} {getattr(guiding.config, field)!r} and "
+                             f"{run.experiment!r} {getattr(run.config, field)!r}; a guide must share the diffusion "
+                             f"to be combined with it")
+    return guiding
+
+
+def _takers(argument: str) -> str:
+    return ", ".join(name for name, sampler in SAMPLERS.items() if argument in sampler.arguments)
 
 
 def check_renamed_fields(workflow_config: dict) -> None:
@@ -69,16 +125,16 @@ def check_renamed_fields(workflow_config: dict) -> None:
 
 
 def sample_settings(sampling: dict, epoch: int, last_epoch: int, draw: int = 0, kept: Collection[int] = ()) -> dict:
-    """What changes the samples of one draw at one epoch (not grid_size or the number of draws; steps only for the
-    samplers that take them, eta only for DDIM), in a fixed key order: the sample jobs' params, so that changing
-    anything else reruns none of them. `num_samples` is `num_samples_early` before the run's last epoch, when that
-    is set, but at the epochs `kept` (drawn with num_samples already: ddpm.reruns.kept_in_full); draw d uses
-    the sampling seed `seed` + d."""
-    changes_samples = ["batch_size", "num_samples", "sampler", "seed"]  # batches draw in turn from one generator
-    if sampling["sampler"] != "ancestral":
-        changes_samples.append("steps")
-    if sampling["sampler"] == "ddim":
-        changes_samples.append("eta")
+    """What changes the samples of one draw at one epoch (not grid_size or the number of draws; the arguments only
+    of the sampler that takes them; the timestep spacing and guidance only where they are set), in a fixed key
+    order: the sample jobs' params, so that changing anything else reruns none of them. `num_samples` is
+    `num_samples_early` before the run's last epoch, when that is set, but at the epochs `kept` (drawn with
+    num_samples already: ddpm.reruns.kept_in_full); draw d uses the sampling seed `seed` + d."""
+    changes_samples = ["batch_size", "num_samples", "sampler", "seed", *SAMPLERS[sampling["sampler"]].arguments]
+    if sampling.get("timestep_spacing", "auto") != "auto":
+        changes_samples.append("timestep_spacing")
+    if sampling.get("guidance", "none") != "none":
+        changes_samples += ["guidance", "guidance_scale", *(["guide"] if sampling["guidance"] == "auto" else [])]
     settings = {key: sampling[key] for key in sorted(changes_samples)}
     settings["seed"] += draw
     if epoch < last_epoch and epoch not in kept and sampling.get("num_samples_early") is not None:
@@ -136,7 +192,11 @@ def experiment_configs(workflow_config: dict, dataset: DatasetInfo) -> dict[str,
     experiments = {}
     for name, overrides in workflow_config["experiments"].items():
         check_experiment_name(name)
+        if "sampling" in workflow_config.get("defaults", {}):
+            raise ValueError("defaults.sampling: set the sampling of every experiment in the top-level sampling "
+                             "section; an experiment's own `sampling` overrides it")
         values = {**workflow_config.get("defaults", {}), **(overrides or {})}
+        values.pop("sampling", None)
         epochs = values.get("epochs", TrainConfig.epochs)
         beyond = [e for e in sample_epochs if isinstance(epochs, int) and e > epochs]
         if beyond:
@@ -229,6 +289,33 @@ class Run:
     seed: int
     swept: dict  # sweep field -> this run's value; {} without a sweep
     config: TrainConfig
+    sampling: dict  # the sampling section with its experiment's own `sampling` over it
+
+
+@dataclass(frozen=True)
+class SamplingVariant:
+    """One combination of the `sampling_sweep` values, sampled and scored on every run's checkpoints. Its `name`
+    ends the sample and metric files' epoch part (epoch_<E><name>.npy): '' without a sweep, else
+    `.<field>-<value>` for each swept field, as a training sweep names its runs."""
+
+    name: str
+    values: dict  # sampling field -> its value in this variant
+
+    def applied_to(self, sampling: dict) -> dict:
+        return {**sampling, **self.values}
+
+    def columns(self) -> dict:
+        """The variant's values as metric-row columns: each field's name, `sampling_<field>` where the row has a
+        column of that name already (`sampling_seed` beside the training `seed`)."""
+        return {f"sampling_{field}" if field in RUN_COLUMNS else field: value for field, value in self.values.items()}
+
+
+def sampling_variants(workflow_config: dict) -> dict[str, SamplingVariant]:
+    """Every combination of the `sampling_sweep` values (one variant, '', without it), by name."""
+    sweep = workflow_config.get("sampling_sweep") or {}
+    variants = [SamplingVariant("".join(f".{field}-{_name_part(value)}" for field, value in zip(sweep, values)),
+                                dict(zip(sweep, values))) for values in itertools.product(*sweep.values())]
+    return {variant.name: variant for variant in variants}
 
 
 def sweep_fields() -> list[str]:
@@ -292,7 +379,8 @@ def expand_runs(workflow_config: dict, dataset: DatasetInfo) -> dict[str, Run]:
                 if name in RESULTS_ENTRIES:
                     raise ValueError(f"run name {name!r} is taken by the workflow's results/{name}: rename experiment "
                                      f"{parent!r} (names in use: {', '.join(RESULTS_ENTRIES)})")
-                runs[name] = Run(name, experiment, parent, seed, swept, dataclasses.replace(config, seed=seed))
+                runs[name] = Run(name, experiment, parent, seed, swept, dataclasses.replace(config, seed=seed),
+                                 {**workflow_config.get("sampling", {}), **(overrides or {}).get("sampling", {})})
     return runs
 
 

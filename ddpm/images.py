@@ -42,8 +42,9 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, cells: int | 
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def add_grid_to_tensorboard(images: np.ndarray, tensorboard_dir: str | Path, epoch: int, cells: int | None = None) -> None:
-    """uint8 images (N, C, H, W) as one grid image `samples` (of `cells` cells, see `_grid`) at step `epoch`, in the
+def add_grid_to_tensorboard(images: np.ndarray, tensorboard_dir: str | Path, epoch: int, cells: int | None = None,
+                            nrow: int | None = None) -> None:
+    """uint8 images (N, C, H, W) as one grid image `samples` (of `cells` cells in rows of `nrow`, see `_grid`) at step `epoch`, in the
     run's TensorBoard folder under samples/epoch_<epoch>/. Event files only grow, so that folder's old files are
     deleted first: a grid drawn again replaces the epoch's image instead of adding a second one."""
     from torch.utils.tensorboard import SummaryWriter
@@ -52,4 +53,4 @@ def add_grid_to_tensorboard(images: np.ndarray, tensorboard_dir: str | Path, epo
     for old in folder.glob("*tfevents*"):
         old.unlink()
     with SummaryWriter(str(folder)) as writer:
-        writer.add_image("samples", _grid(images, cells), global_step=epoch)
+        writer.add_image("samples", _grid(images, cells, nrow), global_step=epoch)

@@ -101,12 +101,14 @@ def last_epoch_notes(runs: dict[str, Run], sample_epochs: list[int]) -> list[str
             "well" for epochs, names in unlisted.items()]
 
 
-def drawn_counts(runs: dict[str, Run], results: Path) -> dict[str, dict[int, int]]:
+def drawn_counts(runs: dict[str, Run], results: Path, variant: str = "") -> dict[str, dict[int, int]]:
     """How many samples per draw each run's epochs were drawn with, where that is on disk: from the epoch's first
-    draw (results/<run>/samples/epoch_<E>.npy), or from its metrics (metrics/epoch_<E>.json) while its samples are
-    being drawn again (a cluster job's own Snakemake reads them after the samples were removed)."""
+    draw (results/<run>/samples/epoch_<E><variant>.npy, `variant` the first of the sampling sweep's, every variant
+    drawing as many), or from its metrics (metrics/epoch_<E><variant>.json) while its samples are being drawn again
+    (a cluster job's own Snakemake reads them after the samples were removed)."""
     return {name: {epoch: count for epoch in run.config.checkpoint_epochs
-                   if (count := _drawn_count(results / name, epoch)) is not None} for name, run in runs.items()}
+                   if (count := _drawn_count(results / name, f"epoch_{epoch}{variant}")) is not None}
+            for name, run in runs.items()}
 
 
 def kept_in_full(runs: dict[str, Run], sampling: dict, drawn: dict[str, dict[int, int]]) -> dict[str, list[int]]:
@@ -117,12 +119,12 @@ def kept_in_full(runs: dict[str, Run], sampling: dict, drawn: dict[str, dict[int
                    if drawn[name].get(epoch) == sampling["num_samples"]] for name, run in runs.items()}
 
 
-def _drawn_count(run_dir: Path, epoch: int) -> int | None:
+def _drawn_count(run_dir: Path, stem: str) -> int | None:
     try:
-        return np.load(run_dir / "samples" / f"epoch_{epoch}.npy", mmap_mode="r").shape[0]
+        return np.load(run_dir / "samples" / f"{stem}.npy", mmap_mode="r").shape[0]
     except (OSError, ValueError, IndexError):
         pass
     try:
-        return json.loads((run_dir / "metrics" / f"epoch_{epoch}.json").read_text())["num_samples"]
+        return json.loads((run_dir / "metrics" / f"{stem}.json").read_text())["num_samples"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from ddpm.checkpoint import CheckpointError, load_checkpoint
-from ddpm.checks import DEVICES, SAMPLERS
+from ddpm.checks import DEVICES, check_int
 from ddpm.config import TrainConfig
 from ddpm.data import to_uint8
 from ddpm.diffusion import DiffusionModel
 from ddpm.files import atomic_write
 from ddpm.images import save_grid
 from ddpm.models import build_model, resolve_device
+from ddpm.samplers import GUIDANCES, SAMPLERS, TIMESTEP_SPACINGS
 
 DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, DEFAULT_ETA = "dpm_solver_sde", 20, 0.0  # ddpm-sample's: config/config.yaml's
 CHECKPOINT_KEYS = ("config", "channels", "image_size", "model", "ema")  # what training saves at an epoch
@@ -38,7 +39,7 @@ def load_model(checkpoint_path: str | Path, device: torch.device | str = "cpu") 
     except ValueError as error:  # a field that this version no longer has or allows
         raise CheckpointError(f"checkpoint {checkpoint_path} holds a training config that this version of ddpm cannot "
                               f"read: {error}") from error
-    model = build_model(config, checkpoint["channels"], checkpoint["image_size"])
+    model = build_model(config, checkpoint["channels"], checkpoint["image_size"], checkpoint.get("num_classes", 0))
     model.load_state_dict(checkpoint["ema"] if checkpoint["ema"] is not None else checkpoint["model"])
     return model.to(device).eval()
 
@@ -70,11 +71,27 @@ def _epoch_checkpoint(path: Path) -> dict:
 
 
 def sampler_arguments(sampling: dict) -> dict:
-    """`generate`'s `sampler`, `steps` and `eta` for a config's `sampling` section (steps and eta only where the
-    sampler takes them)."""
-    sampler = sampling["sampler"]
-    return {"sampler": sampler, "steps": None if sampler == "ancestral" else sampling["steps"],
-            "eta": sampling["eta"] if sampler == "ddim" else 0.0}
+    """`generate`'s sampler, its arguments (ddpm.samplers.SAMPLERS: steps and eta only where the sampler takes
+    them), timestep spacing and guidance for a config's `sampling` section."""
+    sampler = SAMPLERS[sampling["sampler"]]
+    return {"sampler": sampling["sampler"],
+            "steps": sampling["steps"] if "steps" in sampler.arguments else None,
+            "eta": sampling["eta"] if "eta" in sampler.arguments else 0.0,
+            "timestep_spacing": sampling.get("timestep_spacing", "auto"),
+            "guidance": sampling.get("guidance", "none"),
+            "guidance_scale": sampling.get("guidance_scale", 1.0)}
+
+
+def draw_labels(model: DiffusionModel, num_samples: int, label: int | None = None) -> torch.Tensor | None:
+    """The labels to draw a class-conditional model's samples with: sample i has label i mod K (class-balanced,
+    so that a grid K wide holds one class per column), or `label` for all; None for an unconditional model."""
+    num_classes = model.eps_model.num_classes
+    if not num_classes:
+        return None
+    if label is not None:
+        check_int("label", label, minimum=0, maximum=num_classes - 1)
+        return torch.full((num_samples,), label, dtype=torch.long)
+    return torch.arange(num_samples) % num_classes
 
 
 def generate(
@@ -87,16 +104,23 @@ def generate(
     amp: bool | None = None,
     eta: float = 0.0,
     sampler: str | None = None,
+    timestep_spacing: str = "auto",
+    guidance: str = "none",
+    guidance_scale: float = 1.0,
+    guide: DiffusionModel | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`num_samples` uint8 images (N, C, H, W), drawn in batches; the same seed gives the same images.
 
-    `sampler`, `steps` and `eta` are DiffusionModel.sample's: by default DDIM when `steps` is given, else the
-    ancestral sampler over all timesteps.
+    `sampler`, `steps`, `eta`, `timestep_spacing`, `guidance`, `guidance_scale` and `guide` are
+    DiffusionModel.sample's: by default DDIM when `steps` is given, else the ancestral sampler over all timesteps.
+    A class-conditional model draws sample i with `labels[i]` (default: class-balanced, see `draw_labels`).
     `amp` runs the network under bf16 autocast on the device (None: on CUDA only).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     unet = model.eps_model
     size = (unet.in_channels, unet.image_size, unet.image_size)
+    labels = draw_labels(model, num_samples) if labels is None else labels
     generator = torch.Generator(device=device).manual_seed(seed)
     amp = device.type == "cuda" if amp is None else amp
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
@@ -104,17 +128,24 @@ def generate(
     with autocast:
         for start in range(0, num_samples, batch_size):
             count = min(batch_size, num_samples - start)
-            batches.append(to_uint8(model.sample(count, size, device, steps, generator, eta, sampler)).cpu())
+            batch_labels = None if labels is None else labels[start:start + count].to(device)
+            batches.append(to_uint8(model.sample(count, size, device, steps, generator, eta, sampler, timestep_spacing,
+                                                 batch_labels, guidance, guidance_scale, guide)).cpu())
     return torch.cat(batches)
 
 
 def sample_checkpoint(checkpoint_path: str | Path, num_samples: int, steps: int | None = None, seed: int = 0,
-                      batch_size: int = 256, device: str = "auto", amp: bool | None = None,
-                      eta: float = 0.0, sampler: str | None = None) -> torch.Tensor:
-    """Load a checkpoint and draw uint8 samples from it (see `generate`)."""
+                      batch_size: int = 256, device: str = "auto", amp: bool | None = None, eta: float = 0.0,
+                      sampler: str | None = None, timestep_spacing: str = "auto", guidance: str = "none",
+                      guidance_scale: float = 1.0, guide_checkpoint: str | Path | None = None,
+                      label: int | None = None) -> torch.Tensor:
+    """Load a checkpoint (and the guiding checkpoint of guidance "auto") and draw uint8 samples from it (see
+    `generate`), with the labels of `draw_labels` for a class-conditional model."""
     device = resolve_device(device)
-    return generate(load_model(checkpoint_path, device), num_samples, steps, seed, batch_size, device, amp, eta,
-                    sampler)
+    model = load_model(checkpoint_path, device)
+    guide = None if guide_checkpoint is None else load_model(guide_checkpoint, device)
+    return generate(model, num_samples, steps, seed, batch_size, device, amp, eta, sampler, timestep_spacing,
+                    guidance, guidance_scale, guide, draw_labels(model, num_samples, label))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,6 +164,16 @@ def _count(minimum: int):
     return parse
 
 
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 def _parser() -> _Parser:
     prog = "python -m ddpm.sampling" if Path(sys.argv[0]).name == "sampling.py" else "ddpm-sample"
     parser = _Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,6 +188,20 @@ def _parser() -> _Parser:
                         help=f"network evaluations of ddim and dpm_solver, at most T (default {DEFAULT_SAMPLER_STEPS}, "
                              "or T when it is smaller)")
     parser.add_argument("--eta", type=float, help=f"DDIM's noise scale in [0, 1] (default {DEFAULT_ETA})")
+    parser.add_argument("--timestep-spacing", choices=TIMESTEP_SPACINGS, default="auto",
+                        help="the timesteps ddim and dpm_solver visit (diffusers' names); auto: linspace for ddim, "
+                             "trailing for dpm_solver (default %(default)s)")
+    parser.add_argument("--guidance", choices=GUIDANCES, default="none",
+                        help="cfg: classifier-free guidance by the same class-conditional checkpoint without its "
+                             "label (Ho & Salimans 2022); auto: autoguidance by --guide (Karras et al. 2024) "
+                             "(default %(default)s)")
+    parser.add_argument("--guidance-scale", type=_scale, default=1.0,
+                        help="w in guide + w (model - guide): 1 is no guidance (default %(default)s)")
+    parser.add_argument("--guide", help="guidance auto: the guiding checkpoint, e.g. an earlier epoch or a smaller "
+                                        "network of the same diffusion")
+    parser.add_argument("--label", type=_count(0),
+                        help="a class-conditional checkpoint: draw every sample of this class (default: sample i "
+                             "of class i mod K, and a PNG grid K wide, one class per column)")
     parser.add_argument("--seed", type=_count(0), default=0, help="the same seed draws the same images (default 0)")
     parser.add_argument("--batch-size", type=_count(1), default=256, help="images drawn at once (default 256)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
@@ -156,10 +211,19 @@ def _parser() -> _Parser:
 
 def _check_arguments(parser: _Parser, args: argparse.Namespace) -> None:
     """The checks that need no checkpoint, so that a wrong argument stops the command before any work."""
-    if args.sampler == "ancestral" and args.steps is not None:
-        parser.error("argument --steps: applies to the samplers ddim, dpm_solver and dpm_solver_sde only")
-    if args.sampler != "ddim" and args.eta:
-        parser.error("argument --eta: applies to --sampler ddim only")
+    takes = SAMPLERS[args.sampler].arguments
+    if "steps" not in takes and args.steps is not None:
+        parser.error(f"argument --steps: applies to the samplers {_takers('steps')} only")
+    if "steps" not in takes and args.timestep_spacing != "auto":
+        parser.error(f"argument --timestep-spacing: applies to the samplers {_takers('steps')} only")
+    if "eta" not in takes and args.eta:
+        parser.error(f"argument --eta: applies to the samplers {_takers('eta')} only")
+    if args.guidance == "auto" and args.guide is None:
+        parser.error("argument --guide: guidance auto needs the guiding checkpoint")
+    if args.guidance != "auto" and args.guide is not None:
+        parser.error("argument --guide: applies to --guidance auto only")
+    if args.guidance == "none" and args.guidance_scale != 1.0:
+        parser.error("argument --guidance-scale: needs --guidance cfg or auto")
     if args.eta is not None and not 0 <= args.eta <= 1:
         parser.error(f"argument --eta: must be in [0, 1], got {args.eta}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -176,6 +240,10 @@ def _check_arguments(parser: _Parser, args: argparse.Namespace) -> None:
         parser.error(f"argument --out: cannot create a file in {folder}: {error.strerror}")
 
 
+def _takers(argument: str) -> str:
+    return ", ".join(name for name, sampler in SAMPLERS.items() if argument in sampler.arguments)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Draw samples from a checkpoint into a PNG grid or a uint8 .npy array (N, C, H, W), chosen by --out's suffix."""
     parser = _parser()
@@ -189,23 +257,43 @@ def main(argv: list[str] | None = None) -> None:
 
 def _sample(parser: _Parser, args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
-    try:
-        model = load_model(args.checkpoint, device)
-    except CheckpointError as error:
-        parser.error(f"argument checkpoint: {error}")
+    model, guide = _load(parser, "checkpoint", args.checkpoint, device), None
+    if args.guide is not None:
+        guide = _load(parser, "--guide", args.guide, device)
+    num_classes = model.eps_model.num_classes
+    if args.guidance == "cfg" and not num_classes:
+        parser.error("argument --guidance: cfg needs a class-conditional checkpoint (trained with class_conditional: "
+                     "true); use --guidance auto with --guide, or none")
+    if args.label is not None and not num_classes:
+        parser.error("argument --label: the checkpoint is not class-conditional")
+    if args.label is not None and args.label >= num_classes:
+        parser.error(f"argument --label: must be in 0..{num_classes - 1} (the checkpoint's classes), got {args.label}")
     steps = None
-    if args.sampler != "ancestral":
+    if "steps" in SAMPLERS[args.sampler].arguments:
         steps = args.steps or min(DEFAULT_SAMPLER_STEPS, model.num_timesteps)
         if steps > model.num_timesteps:
             parser.error(f"argument --steps: must be at most the checkpoint's num_timesteps ({model.num_timesteps}), "
                          f"got {steps}")
-    eta = (DEFAULT_ETA if args.eta is None else args.eta) if args.sampler == "ddim" else 0.0
-    images = generate(model, args.num_samples, steps, args.seed, args.batch_size, device, eta=eta, sampler=args.sampler)
+    eta = (DEFAULT_ETA if args.eta is None else args.eta) if "eta" in SAMPLERS[args.sampler].arguments else 0.0
+    labels = draw_labels(model, args.num_samples, args.label)
+    try:
+        images = generate(model, args.num_samples, steps, args.seed, args.batch_size, device, eta=eta,
+                          sampler=args.sampler, timestep_spacing=args.timestep_spacing, guidance=args.guidance,
+                          guidance_scale=args.guidance_scale, guide=guide, labels=labels)
+    except ValueError as error:  # a guide that cannot be combined with the model
+        parser.error(f"argument --guide: {error}")
     if args.out.suffix == ".npy":
         atomic_write(args.out, lambda f: np.save(f, images.numpy()))
     else:
-        save_grid(images, args.out)
+        save_grid(images, args.out, nrow=num_classes if num_classes and args.label is None else None)
     print(f"wrote {args.out}: {len(images)} samples of {tuple(images.shape[1:])} from {args.checkpoint}")
+
+
+def _load(parser: _Parser, argument: str, path: str, device: torch.device) -> DiffusionModel:
+    try:
+        return load_model(path, device)
+    except CheckpointError as error:
+        parser.error(f"argument {argument}: {error}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@
 #   RUNS, EXPERIMENT_RUNS  run name -> ddpm.experiments.Run; experiment -> its runs, in the order of `seeds`
 #   EXPERIMENTS, LABELS    experiment -> its TrainConfig (at its first seed); -> its label in the plots
 #   SWEEP, SAMPLE_EPOCHS   the config's sweep ({} without one); its sample epochs, sorted
+#   SAMPLING_SWEEP         the config's sampling_sweep ({} without one)
+#   VARIANTS               variant name -> ddpm.experiments.SamplingVariant: each combination of sampling_sweep's
+#                          values ('' alone without one), sampled and scored on every run's checkpoints
+#   CONDITIONAL_RUNS       the runs of class-conditional experiments: their sample jobs also write the labels
 #   RUN_EPOCHS             run -> the epochs it is checkpointed, sampled and scored at: the sample epochs, its last
 #   DRAWN, KEPT_IN_FULL    run -> epoch -> samples per draw on disk; -> the epochs before its last drawn with
 #                          num_samples, which keep that count (ddpm.reruns)
@@ -13,12 +17,14 @@
 #   last_checkpoint_of     a run's checkpoints/last.pt, as its last epoch's checkpoint
 #   sampling_of            a sample job's settings (its params)
 #   checkpoint_to_sample   the sample jobs' input: ancient where a run only trains on from where it finished
+#   guide_of               a sample job's guiding checkpoint under guidance auto ({} otherwise)
+#   one_of                 a wildcard constraint that matches exactly the given names
 
 
 import re
 from pathlib import Path
 
-from ddpm.dataset_info import check_dataset
+from ddpm.dataset_info import check_class_conditional, check_dataset
 from ddpm.experiments import (
     check_evaluation,
     check_gpus,
@@ -29,8 +35,10 @@ from ddpm.experiments import (
     expand_runs,
     experiment_labels,
     experiment_runs,
+    guide_run,
     identical_runs,
     sample_settings,
+    sampling_variants,
 )
 from ddpm.reruns import (
     drawn_counts,
@@ -50,12 +58,20 @@ RUNS = expand_runs(config, DATASET)
 EXPERIMENT_RUNS = experiment_runs(RUNS)
 EXPERIMENTS = {name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()}
 SWEEP = config.get("sweep") or {}
-check_sampling(config["sampling"], EXPERIMENTS)
+for experiment, experiment_config in EXPERIMENTS.items():
+    try:
+        check_class_conditional(experiment_config, DATASET)
+    except ValueError as error:
+        raise ValueError(f"experiment {experiment!r}: {error}") from None
+SAMPLING_SWEEP = config.get("sampling_sweep") or {}
+VARIANTS = sampling_variants(config)
+check_sampling(config["sampling"], RUNS, VARIANTS)
+CONDITIONAL_RUNS = [name for name, run in RUNS.items() if run.config.class_conditional]
 check_tensorboard(config["tensorboard"])
 DATA = f"data/{DATASET.name}"
 SAMPLE_EPOCHS = sorted(config["sample_epochs"])
 RUN_EPOCHS = {name: run.config.checkpoint_epochs for name, run in RUNS.items()}
-DRAWN = drawn_counts(RUNS, Path("results"))
+DRAWN = drawn_counts(RUNS, Path("results"), next(iter(VARIANTS)))
 KEPT_IN_FULL = kept_in_full(RUNS, config["sampling"], DRAWN)
 UNLISTED_LAST_EPOCHS = sorted(
     {run.config.epochs for run in RUNS.values()} - set(SAMPLE_EPOCHS)
@@ -81,10 +97,16 @@ if workflow.is_main_process:
         )
 
 
+def one_of(names):
+    """A wildcard constraint that matches exactly `names` (nothing when there are none)."""
+    return "|".join(re.escape(str(name)) for name in names) or "(?!)"
+
+
 wildcard_constraints:
-    run="|".join(re.escape(name) for name in RUNS),
-    epoch="|".join(str(e) for e in sorted(set().union(*RUN_EPOCHS.values()))),
-    draw="|".join(re.escape(suffix) for suffix in draw_suffixes(config["sampling"])),
+    run=one_of(RUNS),
+    epoch=one_of(sorted(set().union(*RUN_EPOCHS.values()))),
+    variant=one_of(VARIANTS),
+    draw=one_of(draw_suffixes(config["sampling"])),
 
 
 def last_checkpoint_of(wildcards):
@@ -101,10 +123,27 @@ def last_checkpoint_of(wildcards):
 def sampling_of(wildcards):
     """What one sample job draws (ddpm.experiments.sample_settings)."""
     run, epoch = RUNS[wildcards.run], int(wildcards.epoch)
+    sampling = VARIANTS[wildcards.variant].applied_to(run.sampling)
     draw = draw_index(wildcards.draw)
     return sample_settings(
-        config["sampling"], epoch, run.config.epochs, draw, KEPT_IN_FULL[run.name]
+        sampling, epoch, run.config.epochs, draw, KEPT_IN_FULL[run.name]
     )
+
+
+def checkpoint_of(run, epoch):
+    """A run's checkpoint at an epoch, ancient where the run only trains on (see checkpoint_to_sample)."""
+    path = f"results/{run}/checkpoints/epoch_{epoch}.pt"
+    return ancient(path) if trains_on(RECORDED[run], RUNS[run].config) else path
+
+
+def guide_of(wildcards):
+    """{"guide": the guiding run's checkpoint} under guidance auto (ddpm.experiments.guide_run), else {}."""
+    run = RUNS[wildcards.run]
+    sampling = VARIANTS[wildcards.variant].applied_to(run.sampling)
+    if sampling["guidance"] != "auto":
+        return {}
+    guiding = guide_run(sampling, run, RUNS)
+    return {"guide": checkpoint_of(guiding.name, sampling["guide"]["epoch"])}
 
 
 def checkpoint_to_sample(wildcards):
@@ -118,7 +157,7 @@ def checkpoint_to_sample(wildcards):
     kept = (
         trains_on(RECORDED[wildcards.run], RUNS[wildcards.run].config)
         and Path(
-            f"results/{wildcards.run}/samples/epoch_{epoch}{wildcards.draw}.npy"
+            f"results/{wildcards.run}/samples/epoch_{epoch}{wildcards.variant}{wildcards.draw}.npy"
         ).exists()
         and DRAWN[wildcards.run].get(epoch) == sampling_of(wildcards)["num_samples"]
     )

@@ -12,7 +12,19 @@ EVAL_GPUS = min(max(GPUS.values()), 1)
 EVAL_DEVICE = "auto" if EVAL_GPUS else "cpu"
 
 # the trained classifier, when the configured extractor is the classifier
-EVAL_INPUTS = {"classifier": EVAL_CLASSIFIER} if EVAL_EXTRACTOR == "classifier" else {}
+EXTRACTOR_INPUTS = {"classifier": EVAL_CLASSIFIER} if EVAL_EXTRACTOR == "classifier" else {}
+
+
+def evaluation_inputs(wildcards):
+    """The extractor's classifier; for a class-conditional run, the classifier (which scores class_accuracy with
+    any extractor) and the samples' labels, one file per draw."""
+    if wildcards.run not in CONDITIONAL_RUNS:
+        return EXTRACTOR_INPUTS
+    labels = [
+        f"results/{wildcards.run}/samples/epoch_{wildcards.epoch}{wildcards.variant}{draw}_labels.npy"
+        for draw in draw_suffixes(config["sampling"])
+    ]
+    return {"classifier": EVAL_CLASSIFIER, "labels": labels}
 
 
 rule train_classifier:
@@ -39,7 +51,7 @@ rule train_classifier:
 
 rule reference_stats:
     input:
-        unpack(lambda wildcards: EVAL_INPUTS),
+        unpack(lambda wildcards: EXTRACTOR_INPUTS),
         images=f"{DATA}/images.npy",
     output:
         f"results/reference/{EVAL_EXTRACTOR}_stats.pt",
@@ -64,19 +76,19 @@ rule reference_stats:
 
 rule evaluate:
     input:
-        unpack(lambda wildcards: EVAL_INPUTS),
+        unpack(evaluation_inputs),
         samples=expand(
-            "results/{{run}}/samples/epoch_{{epoch}}{draw}.npy",
+            "results/{{run}}/samples/epoch_{{epoch}}{{variant}}{draw}.npy",
             draw=draw_suffixes(config["sampling"]),
         ),
         reference=rules.reference_stats.output[0],
         images=f"{DATA}/images.npy",  # the training images, for the memorisation rate
     output:
-        "results/{run}/metrics/epoch_{epoch}.json",
+        "results/{run}/metrics/epoch_{epoch}{variant}.json",
     log:
-        "results/logs/evaluate/{run}/epoch_{epoch}.log",
+        "results/logs/evaluate/{run}/epoch_{epoch}{variant}.log",
     benchmark:
-        "results/benchmarks/evaluate/{run}/epoch_{epoch}.tsv"
+        "results/benchmarks/evaluate/{run}/epoch_{epoch}{variant}.tsv"
     conda:
         "../environment.yml"
     threads: 2
@@ -86,6 +98,8 @@ rule evaluate:
         runtime=120,
     params:
         experiment=lambda wildcards: RUNS[wildcards.run].experiment,
+        # the swept sampling fields' values, as columns of the metric row
+        variant=lambda wildcards: VARIANTS[wildcards.variant].columns(),
         extractor=EVAL_EXTRACTOR,
         device=EVAL_DEVICE,
     script:

@@ -13,6 +13,8 @@ RUN_KEYS = {name: [run.experiment, run.seed] for name, run in RUNS.items()}
 MONTAGE_RUNS = {
     runs[0].name: experiment for experiment, runs in EXPERIMENT_RUNS.items()
 }
+# ... at the first variant of a sampling sweep
+MONTAGE_VARIANT = next(iter(VARIANTS))
 
 
 rule aggregate_losses:
@@ -51,7 +53,7 @@ rule plot_losses:
 rule plot_samples:
     input:
         grids=[
-            f"results/{run}/samples/epoch_{epoch}.png"
+            f"results/{run}/samples/epoch_{epoch}{MONTAGE_VARIANT}.png"
             for run in MONTAGE_RUNS
             for epoch in RUN_EPOCHS[run]
         ],
@@ -76,9 +78,10 @@ rule plot_samples:
 rule aggregate_metrics:
     input:
         metrics=[
-            f"results/{run}/metrics/epoch_{epoch}.json"
+            f"results/{run}/metrics/epoch_{epoch}{variant}.json"
             for run in RUNS
             for epoch in RUN_EPOCHS[run]
+            for variant in VARIANTS
         ],
         trained=TRAINED,
     output:
@@ -172,3 +175,28 @@ rule plot_sweep:
         },
     script:
         "../scripts/plot_sweep.py"
+
+
+rule plot_sampling_sweep:
+    input:
+        "results/metrics.csv",
+    output:
+        report(
+            "results/plots/sampling_sweep.png",
+            caption="../report/sampling_sweep.rst",
+            category="Evaluation",
+        ),
+    log:
+        "results/logs/plot_sampling_sweep.log",
+    conda:
+        "../environment.yml"
+    params:
+        sampling_sweep=SAMPLING_SWEEP,
+        columns={
+            field: column
+            for variant in VARIANTS.values()
+            for field, column in zip(variant.values, variant.columns())
+        },
+        labels=LABELS,
+    script:
+        "../scripts/plot_sampling_sweep.py"

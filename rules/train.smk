@@ -56,13 +56,16 @@ rule last_checkpoint:
 
 rule sample:
     input:
+        unpack(guide_of),
         checkpoint=checkpoint_to_sample,
     output:
-        array="results/{run}/samples/epoch_{epoch}{draw}.npy",
+        array="results/{run}/samples/epoch_{epoch}{variant}{draw}.npy",
     log:
-        "results/logs/sample/{run}/epoch_{epoch}{draw}.log",
+        "results/logs/sample/{run}/epoch_{epoch}{variant}{draw}.log",
     benchmark:
-        "results/benchmarks/sample/{run}/epoch_{epoch}{draw}.tsv"
+        "results/benchmarks/sample/{run}/epoch_{epoch}{variant}{draw}.tsv"
+    wildcard_constraints:
+        run=one_of(set(RUNS) - set(CONDITIONAL_RUNS)),
     conda:
         "../environment.yml"
     threads: 2
@@ -77,22 +80,37 @@ rule sample:
         "../scripts/sample.py"
 
 
+# a class-conditional run's samples, drawn class-balanced (sample i has label i mod K), and their labels beside them
+use rule sample as sample_with_labels with:
+    output:
+        array="results/{run}/samples/epoch_{epoch}{variant}{draw}.npy",
+        labels="results/{run}/samples/epoch_{epoch}{variant}{draw}_labels.npy",
+    wildcard_constraints:
+        run=one_of(CONDITIONAL_RUNS),
+
+
 rule plot_grid:
     input:
-        "results/{run}/samples/epoch_{epoch}.npy",
+        "results/{run}/samples/epoch_{epoch}{variant}.npy",
     output:
         report(
-            "results/{run}/samples/epoch_{epoch}.png",
+            "results/{run}/samples/epoch_{epoch}{variant}.png",
             caption="../report/samples.rst",
             category="Samples",
             subcategory="{run}",
-            labels={"run": "{run}", "epoch": "{epoch}"},
+            labels={
+                "run": "{run}",
+                "epoch": "{epoch}",
+                **({"sampling": "{variant}"} if SAMPLING_SWEEP else {}),
+            },
         ),
     log:
-        "results/logs/plot_grid/{run}/epoch_{epoch}.log",
+        "results/logs/plot_grid/{run}/epoch_{epoch}{variant}.log",
     conda:
         "../environment.yml"
     params:
         grid_size=config["sampling"]["grid_size"],
+        # a class-conditional run's grid is K wide: each column holds one class
+        columns=lambda wildcards: DATASET.num_classes if wildcards.run in CONDITIONAL_RUNS else None,
     script:
         "../scripts/plot_grid.py"

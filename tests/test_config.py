@@ -126,7 +126,9 @@ def schema_errors(config: dict) -> list[str]:
 
 
 # the fields an experiment (or defaults) may have, as the error lists them
-HYPERPARAMETERS = ", ".join(sorted(f.name for f in dataclasses.fields(TrainConfig) if f.name != "checkpoint_epochs"))
+# (and an experiment's own `sampling`, over the sampling section)
+HYPERPARAMETERS = ", ".join(sorted([*(f.name for f in dataclasses.fields(TrainConfig) if f.name != "checkpoint_epochs"),
+                                    "sampling"]))
 
 
 @pytest.mark.parametrize("change, line", [
@@ -134,7 +136,8 @@ HYPERPARAMETERS = ", ".join(sorted(f.name for f in dataclasses.fields(TrainConfi
      f"experiments.ddpm.hiden_size is not a known field (did you mean hidden_size?); allowed: {HYPERPARAMETERS}"),
     ({"defaults": {"num_workers": 0}}, f"defaults.num_workers is not a known field; allowed: {HYPERPARAMETERS}"),
     ({"sample_epoch": [1]}, "sample_epoch is not a known field (did you mean sample_epochs?); allowed: dataset, "
-                            "defaults, evaluation, experiments, sample_epochs, sampling, seeds, sweep, tensorboard"),
+                            "defaults, evaluation, experiments, sample_epochs, sampling, sampling_sweep, seeds, sweep, "
+                            "tensorboard"),
     ({"evaluation": {"extractr": "inception"}}, "evaluation.extractr is not a known field (did you mean extractor?); "
                                                 "allowed: extractor, num_reference"),
     ({"experiments": {"base": {"ema_decay": 1}}}, "experiments.base.ema_decay: 1 is greater than or equal to the "
@@ -229,7 +232,8 @@ def test_the_dataclass_the_schema_and_the_readme_define_the_same_fields():
     from ddpm.config import CHOICES
 
     schema = yaml.safe_load(Path(SCHEMA).read_text())
-    properties = schema["$defs"]["hyperparameters"]["properties"]
+    properties = {name: prop for name, prop in schema["$defs"]["hyperparameters"]["properties"].items()
+                  if name != "sampling"}  # an experiment's own sampling section
     defaults = {k: v for k, v in TrainConfig().to_dict().items() if k != "checkpoint_epochs"}  # set by sample_epochs
     assert sorted(properties) == sorted(defaults)
     assert {name: schema_enum(schema, prop) for name, prop in properties.items() if schema_enum(schema, prop)} == \

@@ -18,6 +18,8 @@ from ddpm.experiments import (
     check_sampling,
     expand_runs,
     experiment_configs,
+    guide_run,
+    sampling_variants,
     experiment_runs,
     identical_runs,
     sample_settings,
@@ -28,7 +30,7 @@ from ddpm.experiments import (
 )
 from ddpm.reruns import drawn_counts, epoch_changes, kept_in_full, last_epoch_notes, recorded_configs, trains_on
 
-DIGITS = DatasetInfo("digits", 1797, 1, 8)
+DIGITS = DatasetInfo("digits", 1797, 1, 8, num_classes=10)
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "a b", "x;rm -rf", "$(id)", ".hidden", "", "a..b", "é"])
@@ -82,23 +84,95 @@ def test_num_reference_cannot_exceed_the_dataset():
         check_evaluation(DIGITS, {"extractor": "classifier", "num_reference": 1798})
 
 
+SAMPLING = {"num_samples": 8, "num_samples_early": None, "grid_size": 8, "sampler": "ddim", "steps": 20, "eta": 0.0,
+            "timestep_spacing": "auto", "guidance": "none", "guidance_scale": 1.0, "batch_size": 8, "seed": 0,
+            "draws": 1}
+
+
+def check_workflow_sampling(sampling: dict | None = None, experiments: dict | None = None,
+                            sampling_sweep: dict | None = None) -> dict:
+    """check_sampling on a workflow config of two experiments, T = 100 and T = 20 (or `experiments`); its runs."""
+    config = {"defaults": {"epochs": 4}, "sample_epochs": [2],
+              "experiments": experiments or {"long": {"num_timesteps": 100}, "short": {"num_timesteps": 20}},
+              "sampling": {**SAMPLING, **(sampling or {})}, "sampling_sweep": sampling_sweep}
+    runs = expand_runs(config, DIGITS)
+    check_sampling(config["sampling"], runs, sampling_variants(config))
+    return runs
+
+
 def test_ddim_steps_cannot_exceed_an_experiments_timesteps():
-    experiments = {"long": TrainConfig(num_timesteps=100), "short": TrainConfig(num_timesteps=20)}
-    check_sampling({"sampler": "ddim", "steps": 20, "eta": 0}, experiments)
-    check_sampling({"sampler": "ancestral", "steps": 50, "eta": 0}, experiments)
-    with pytest.raises(ValueError, match=r"sampling.steps \(50\) is larger than the num_timesteps \(20\) "
-                                         r"of experiment 'short': .* use at most 20, or sampler: ancestral"):
-        check_sampling({"sampler": "ddim", "steps": 50, "eta": 0}, experiments)
-    with pytest.raises(ValueError, match=r"sampling.steps \(50\) is larger than the num_timesteps \(20\) .* sampler "
-                                         r"dpm_solver takes 1..num_timesteps steps"):
-        check_sampling({"sampler": "dpm_solver", "steps": 50, "eta": 0}, experiments)
-    with pytest.raises(ValueError, match=r"sampling.eta \(0.5\) applies to sampler ddim only, not 'dpm_solver'"):
-        check_sampling({"sampler": "dpm_solver", "steps": 20, "eta": 0.5}, experiments)
+    check_workflow_sampling({"sampler": "ddim", "steps": 20})
+    check_workflow_sampling({"sampler": "ancestral", "steps": 50})
+    with pytest.raises(ValueError, match=r"experiment 'short': sampling.steps \(50\) is larger than its num_timesteps "
+                                         r"\(20\): sampler ddim takes 1..num_timesteps steps"):
+        check_workflow_sampling({"sampler": "ddim", "steps": 50})
+    with pytest.raises(ValueError, match=r"experiment 'short': sampling.steps \(50\) .* sampler dpm_solver takes"):
+        check_workflow_sampling({"sampler": "dpm_solver", "steps": 50})
+    with pytest.raises(ValueError, match=r"sampling.eta \(0.5\) applies to the samplers ddim only, not 'dpm_solver'"):
+        check_workflow_sampling({"sampler": "dpm_solver", "eta": 0.5})
     with pytest.raises(ValueError, match=r"sampling.sampler must be one of \['ancestral', 'ddim', 'dpm_solver', "
                                          r"'dpm_solver_sde'\], got 'euler'"):
-        check_sampling({"sampler": "euler", "steps": 50, "eta": 0}, experiments)
+        check_workflow_sampling({"sampler": "euler"})
     with pytest.raises(ValueError, match=r"sampling.num_samples_early \(16\) is larger than sampling.num_samples \(8\)"):
-        check_sampling({"sampler": "ancestral", "num_samples": 8, "num_samples_early": 16}, experiments)
+        check_workflow_sampling({"sampler": "ancestral", "num_samples_early": 16})
+
+
+@pytest.mark.parametrize("sampling, experiments, sweep, message", [
+    ({"sampler": "ancestral", "timestep_spacing": "trailing"}, None, None,
+     r"experiment 'long': sampling.timestep_spacing \(trailing\) applies to the samplers ddim, dpm_solver, "
+     r"dpm_solver_sde; sampler ancestral visits every timestep"),
+    ({"guidance": "cfg", "guidance_scale": 2.0}, None, None,
+     r"experiment 'long': sampling.guidance cfg \(classifier-free guidance\) needs a class-conditional experiment"),
+    ({}, {"cond": {"class_conditional": True}, "plain": {"sampling": {"guidance": "cfg"}}}, None,
+     r"experiment 'plain': sampling.guidance cfg"),
+    ({"guidance": "auto"}, None, None, r"sampling.guidance auto needs sampling.guide"),
+    ({"guidance": "auto", "guide": {"experiment": "lng", "epoch": 2}}, None, None,
+     r"sampling.guide.experiment 'lng' is not an experiment; experiments: long, short"),
+    ({"guidance": "auto", "guide": {"epoch": 3}}, None, None,
+     r"sampling.guide.epoch \(3\) is not an epoch at which 'long' is checkpointed: use one of \[2, 4\]"),
+    ({"guidance": "auto", "guide": {"experiment": "short", "epoch": 2}}, None, None,
+     r"experiment 'long': sampling.guide: 'short' has num_timesteps 20 and 'long' 100"),
+    ({"sampler": "dpm_solver"}, None, {"eta": [0.0, 0.5]},
+     r"experiment 'long' with sampling_sweep eta=0.5: sampling.eta \(0.5\) applies to the samplers ddim only"),
+])
+def test_sampling_that_cannot_be_done_is_refused_naming_the_experiment_and_field(sampling, experiments, sweep, message):
+    with pytest.raises(ValueError, match=message):
+        check_workflow_sampling(sampling, experiments, sweep)
+
+
+def test_an_experiment_guided_by_its_own_earlier_epoch_or_another_experiment():
+    runs = check_workflow_sampling({"guidance": "auto", "guidance_scale": 2.0, "guide": {"epoch": 2}})
+    assert guide_run(runs["long"].sampling, runs["long"], runs).name == "long"
+    experiments = {"big": {}, "small": {"hidden_size": 32, "sampling": {"guidance": "none"}}}
+    runs = check_workflow_sampling({"guidance": "auto", "guidance_scale": 2.0, "guide": {"experiment": "small",
+                                                                                          "epoch": 4}}, experiments)
+    assert guide_run(runs["big"].sampling, runs["big"], runs).name == "small"
+    assert runs["small"].sampling["guidance"] == "none" and runs["big"].sampling["guidance"] == "auto"
+
+
+def test_a_guide_is_the_run_of_the_same_seed():
+    config = {"defaults": {"epochs": 2}, "sample_epochs": [1], "seeds": [0, 1],
+              "experiments": {"main": {}, "small": {"hidden_size": 32}},
+              "sampling": {**SAMPLING, "guidance": "auto", "guidance_scale": 2.0,
+                           "guide": {"experiment": "small", "epoch": 1}}}
+    runs = expand_runs(config, DIGITS)
+    assert guide_run(runs["main.seed-1"].sampling, runs["main.seed-1"], runs).name == "small.seed-1"
+
+
+def test_sampling_variants_cross_the_sweep_and_name_their_files_and_columns():
+    variants = sampling_variants({"sampling_sweep": {"guidance_scale": [1.0, 2.5], "seed": [0, 3]}})
+    assert list(variants) == [".guidance_scale-1.0.seed-0", ".guidance_scale-1.0.seed-3",
+                              ".guidance_scale-2.5.seed-0", ".guidance_scale-2.5.seed-3"]
+    variant = variants[".guidance_scale-2.5.seed-3"]
+    assert variant.applied_to({"seed": 0, "guidance": "cfg"}) == {"seed": 3, "guidance": "cfg", "guidance_scale": 2.5}
+    assert variant.columns() == {"guidance_scale": 2.5, "sampling_seed": 3}
+    assert list(sampling_variants({})) == list(sampling_variants({"sampling_sweep": None})) == [""]
+
+
+def test_defaults_cannot_hold_an_experiments_sampling():
+    with pytest.raises(ValueError, match="defaults.sampling: set the sampling of every experiment in the top-level"):
+        expand_runs({"defaults": {"sampling": {"guidance": "cfg"}}, "sample_epochs": [1],
+                     "experiments": {"a": {}}, "sampling": SAMPLING}, DIGITS)
 
 
 @pytest.mark.parametrize("config, message", [
@@ -159,6 +233,14 @@ def test_sample_settings_hold_only_what_changes_the_samples():
     ddim = sample_settings({**sampling, "sampler": "ddim"}, 5, 5)
     assert ddim["steps"] == 50 and ddim["eta"] == 0.5
     assert sample_settings({**sampling, "sampler": "dpm_solver"}, 5, 5) == {**expected, "sampler": "dpm_solver", "steps": 50}
+    # the timestep spacing and guidance only where they are set: today's params stay as they were
+    assert sample_settings({**sampling, "timestep_spacing": "auto", "guidance": "none", "guidance_scale": 1.0}, 5, 5) \
+        == expected
+    spaced = sample_settings({**sampling, "sampler": "ddim", "timestep_spacing": "trailing"}, 5, 5)
+    assert spaced["timestep_spacing"] == "trailing"
+    guided = sample_settings({**sampling, "guidance": "auto", "guidance_scale": 2.0, "guide": {"epoch": 1}}, 5, 5)
+    assert guided == {**expected, "guidance": "auto", "guidance_scale": 2.0, "guide": {"epoch": 1}}
+    assert list(guided) == sorted(guided)
 
 
 def test_fewer_samples_before_the_last_epoch():

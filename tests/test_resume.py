@@ -194,7 +194,7 @@ def test_the_resume_note_names_the_step_the_rerun_resumes_from(digits, tmp_path)
     it does not hold, is not resumed; a finished run gets no note."""
 
     def notes(config, recorded=None, name="run"):
-        return resume_notes({name: Run(name, name, name, 0, {}, config)}, {name: recorded}, tmp_path / "state")
+        return resume_notes({name: Run(name, name, name, 0, {}, config, {})}, {name: recorded}, tmp_path / "state")
 
     def again(name, step):
         return [f"run {name}: the resume state in {tmp_path / 'state' / name} (step {step}) does not fit its config "

@@ -118,10 +118,14 @@ def test_sampling_uses_the_ema_weights(digits, tmp_path):
 
 
 def test_sampler_arguments_follow_the_sampling_section():
-    sampling = {"sampler": "ddim", "steps": 7, "eta": 0.5}
-    assert sampler_arguments(sampling) == {"sampler": "ddim", "steps": 7, "eta": 0.5}
-    assert sampler_arguments({**sampling, "sampler": "ancestral"}) == {"sampler": "ancestral", "steps": None, "eta": 0.0}
-    assert sampler_arguments({**sampling, "sampler": "dpm_solver"}) == {"sampler": "dpm_solver", "steps": 7, "eta": 0.0}
+    sampling = {"sampler": "ddim", "steps": 7, "eta": 0.5, "timestep_spacing": "trailing", "guidance": "cfg",
+                "guidance_scale": 2.0}
+    guided = {"timestep_spacing": "trailing", "guidance": "cfg", "guidance_scale": 2.0}
+    assert sampler_arguments(sampling) == {"sampler": "ddim", "steps": 7, "eta": 0.5, **guided}
+    assert sampler_arguments({**sampling, "sampler": "ancestral"}) == \
+        {"sampler": "ancestral", "steps": None, "eta": 0.0, **guided}
+    assert sampler_arguments({**sampling, "sampler": "dpm_solver"}) == \
+        {"sampler": "dpm_solver", "steps": 7, "eta": 0.0, **guided}
 
 
 def test_without_ema_sampling_uses_the_raw_weights(digits, tmp_path):
