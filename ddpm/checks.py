@@ -10,6 +10,8 @@ import difflib
 import numbers
 import operator
 
+from ddpm import samplers
+
 ARCHITECTURES = ("course", "ddpm")  # ddpm.unet.UNet, ddpm.ddpm_unet.DDPMUNet
 SCHEDULES = ("linear", "cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -17,7 +19,9 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 AUTO_SWITCH = ("auto", "on", "off")
 DATASETS = ("digits", "cifar10", "folder")
-SAMPLERS = ("ancestral", "ddim", "dpm_solver", "dpm_solver_sde")
+SAMPLERS = tuple(samplers.SAMPLERS)  # the names in ddpm.samplers' registry
+TIMESTEP_SPACINGS = samplers.TIMESTEP_SPACINGS
+GUIDANCES = samplers.GUIDANCES
 PREDICTIONS = ("eps", "v", "x0")  # what the network predicts
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 EXTRACTORS = ("classifier", "inception")

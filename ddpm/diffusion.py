@@ -1,5 +1,6 @@
 """DDPM (Ho et al. 2020) with the homework's vocabulary; eps, v or x_0 prediction with uniform or Min-SNR loss
-weights; ancestral, DDIM (Song et al. 2021) and DPM-Solver++(2M) (Lu et al. 2022) sampling.
+weights; class labels with label dropout; sampling by the solvers of ddpm.samplers (ancestral, DDIM, DPM-Solver++(2M))
+over one denoiser, with classifier-free guidance or autoguidance.
 
 Schedules are indexed by t = 0..T as in Ho et al.: index 0 is the data (beta_0 = 0, alpha_bar_0 = 1) and
 alpha_bar_t = prod_{s=1..t} alpha_s, so the last reverse step, t = 1 -> 0, lands exactly on x_0.
@@ -7,13 +8,14 @@ Training draws t from 1..T and feeds the network t/T.
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ddpm.checks import (LOSS_WEIGHTINGS, PREDICTIONS, SAMPLERS, SCHEDULES, check_betas, check_choice,
-                         check_int, check_positive)
+from ddpm.checks import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES, check_betas, check_choice, check_int, check_positive
+from ddpm.samplers import GUIDANCES, SAMPLERS, samplers_taking, timesteps
 
 COSINE_OFFSET = 0.008  # s of Nichol & Dhariwal 2021, eq. 17
 MAX_BETA = 0.999  # their clip on beta_t near t = T, where alpha_bar_t / alpha_bar_{t-1} goes to 0
@@ -90,6 +92,8 @@ class DiffusionModel(nn.Module):
     The network predicts `prediction`: "eps", the noise (Ho et al. 2020); "v" = sqrt(alpha_bar_t) eps -
     sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022, section 4); or "x0", the data. It keeps the homework's name,
     `eps_model`, whatever it predicts. `loss_weighting` weighs each timestep's squared error (see loss_weights).
+    A class-conditional network (`num_classes` K > 0) is called `eps_model(x_t, t/T, labels)`, label K meaning
+    "no class"; training replaces each label by K with probability `label_dropout` (see forward).
 
     The schedule tensors and loss weights are functions of the constructor's arguments: buffers that follow
     .to(device) but stay out of the state dict, rebuilt from the config on load (a checkpoint that holds them,
@@ -105,14 +109,19 @@ class DiffusionModel(nn.Module):
         prediction: str = "eps",
         loss_weighting: str = "uniform",
         min_snr_gamma: float = 5.0,
+        label_dropout: float = 0.0,
     ):
         super().__init__()
         check_choice("prediction", prediction, PREDICTIONS)
         check_choice("loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
         check_positive("min_snr_gamma", min_snr_gamma)
+        if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or \
+                not 0 <= label_dropout <= 1:
+            raise ValueError(f"label_dropout must be a number in [0, 1], got {label_dropout!r}")
         self.eps_model = eps_model
         self.betas = tuple(betas)
         self.schedule, self.prediction, self.loss_weighting = schedule, prediction, loss_weighting
+        self.label_dropout = label_dropout
         for name, value in get_schedules(*self.betas, num_timesteps, schedule=schedule).items():
             self.register_buffer(name, value, persistent=False)
         self.num_timesteps = len(self.alphas) - 1  # T, a plain int even when given as a NumPy integer
@@ -132,12 +141,15 @@ class DiffusionModel(nn.Module):
         """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (Ho et al. eq. 4)."""
         return _per_sample(self.sqrt_alphas_cumprod, t) * x0 + _per_sample(self.sqrt_one_minus_alpha_prod, t) * noise
 
-    def forward(self, x0: torch.Tensor, t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
         """Algorithm 1: the squared error of the network's prediction of eps (Ho et al.'s simple loss), v or x_0
         at x_t, t ~ U{1..T}, eps ~ N(0, I), weighted per timestep by `loss_weighting`.
 
         `x0` is a float batch (N, C, H, W) in [-1, 1]. `t` and `noise` may be given to make one step
-        reproducible (e.g. to compare distributed runs).
+        reproducible (e.g. to compare distributed runs). `labels` (N,) condition a class-conditional network;
+        each is replaced by the null label K with probability `label_dropout` (Ho & Salimans 2022, Algorithm 1),
+        the mask drawn after t and noise, so that training without labels draws the same random numbers.
         """
         if x0.ndim != 4:
             raise ValueError(f"inputs are float (N, C, H, W) in [-1, 1]; got shape {tuple(x0.shape)} "
@@ -150,7 +162,12 @@ class DiffusionModel(nn.Module):
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
-        output = self.eps_model(x_t, t / self.num_timesteps)
+        if labels is None:
+            output = self.eps_model(x_t, t / self.num_timesteps)
+        else:
+            self._check_labels_shape(labels, x0.shape[0])
+            dropped = torch.rand(labels.shape, device=x0.device) < self.label_dropout
+            output = self.eps_model(x_t, t / self.num_timesteps, labels.masked_fill(dropped, self.num_classes))
         if self.prediction == "eps":
             target = noise
         elif self.prediction == "v":
@@ -162,6 +179,20 @@ class DiffusionModel(nn.Module):
         squared_errors = F.mse_loss(output.float(), target, reduction="none").mean(dim=(1, 2, 3))
         return (self.loss_weights[t] * squared_errors).mean()
 
+    @property
+    def num_classes(self) -> int:
+        """K, the classes of a class-conditional network (its null label is K); 0 for an unconditional one (also
+        for a network without `num_classes`)."""
+        return getattr(self.eps_model, "num_classes", 0)
+
+    def _check_labels_shape(self, labels: torch.Tensor, num_samples: int) -> None:
+        if not self.num_classes:
+            raise ValueError("labels need a class-conditional network (num_classes > 0), got labels for an "
+                             "unconditional one")
+        if labels.dtype != torch.long or tuple(labels.shape) != (num_samples,):
+            raise ValueError(f"labels must be a LongTensor of shape ({num_samples},), got {labels.dtype} of shape "
+                             f"{tuple(labels.shape)}")
+
     @torch.inference_mode()
     def sample(
         self,
@@ -172,8 +203,14 @@ class DiffusionModel(nn.Module):
         generator: torch.Generator | None = None,
         eta: float = 0.0,
         sampler: str | None = None,
+        timestep_spacing: str = "auto",
+        labels: torch.Tensor | None = None,
+        guidance: str = "none",
+        guidance_scale: float = 1.0,
+        guide: "DiffusionModel | None" = None,
     ) -> torch.Tensor:
-        """Draw samples in [-1, 1] with `sampler` (by default "ddim" when `steps` is given, else "ancestral"):
+        """Draw samples in [-1, 1] with `sampler` (by default "ddim" when `steps` is given, else "ancestral";
+        ddpm.samplers.SAMPLERS):
 
         - "ancestral": Algorithm 2 of Ho et al. over all T steps;
         - "ddim": DDIM (Song et al. 2021) over `steps` steps with noise scale `eta` (0: deterministic; 1 with
@@ -181,27 +218,104 @@ class DiffusionModel(nn.Module):
           al. eq. 7, DDPM's other choice of sigma_t^2, not Algorithm 2's beta_t);
         - "dpm_solver", "dpm_solver_sde": DPM-Solver++(2M) and its SDE variant (Lu et al. 2022) over `steps`
           steps (default 50 for the samplers that take steps).
+
+        `timestep_spacing` picks the timesteps of the samplers that take steps (ddpm.samplers.timesteps; "auto":
+        each sampler's own). `labels` (num_samples,) condition a class-conditional network (None: the null label).
+        `guidance` "cfg" (classifier-free guidance, Ho & Salimans 2022) or "auto" (autoguidance, Karras et al.
+        2024, by `guide`, a DiffusionModel of the same schedule and target) moves the network's output from the
+        guide's, the same network with the null label for "cfg": guide + guidance_scale (output - guide),
+        before the clip of x_0 (see eps_and_x0); guidance_scale 1 is no guidance, 0 the guide alone.
         """
         sampler = sampler or ("ancestral" if steps is None else "ddim")
+        steps = self._check_sampler(sampler, steps, eta, timestep_spacing)
+        chosen = timesteps(timestep_spacing, self.num_timesteps, steps, sampler)
+        self._check_guidance(labels, guidance, guidance_scale, guide)
+        if labels is not None:
+            self._check_labels_shape(labels, num_samples)
+            low, high = labels.min().item(), labels.max().item()
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(f"labels must be in [0, {self.num_classes - 1}], got labels from {low} to {high}")
+            labels = labels.to(device)
+        denoise = self._denoiser(labels, guidance, guidance_scale, guide)
+        noise = lambda x: torch.randn(x.shape, device=x.device, generator=generator)  # noqa: E731
+        schedule = dict(self.named_buffers(recurse=False), alphas_cumprod_float64=self.alphas_cumprod_float64)
+        x = torch.randn(num_samples, *size, device=device, generator=generator)  # x_T ~ N(0, I)
+        arguments = {"eta": eta} if "eta" in SAMPLERS[sampler].arguments else {}
+        return SAMPLERS[sampler].solve(denoise, x, chosen, schedule, noise, **arguments)
+
+    def _check_sampler(self, sampler: str, steps: int | None, eta: float, timestep_spacing: str) -> int:
+        """The number of steps `sampler` takes (DEFAULT_STEPS by default, T for one without steps), after the
+        checks of the fields it takes."""
         check_choice("sampler", sampler, SAMPLERS)
-        if sampler == "ancestral" and steps not in (None, self.num_timesteps):
-            raise ValueError(f"the ancestral sampler takes all num_timesteps ({self.num_timesteps}) steps, got "
-                             f"steps={steps!r}: choose sampler ddim or dpm_solver for fewer")
-        if sampler != "ancestral":
-            steps = check_int("steps", DEFAULT_STEPS if steps is None else steps, minimum=1, maximum=self.num_timesteps)
-        if eta and sampler != "ddim":
-            raise ValueError(f"eta applies to the ddim sampler only, got eta={eta!r} with sampler {sampler!r}")
+        takes = SAMPLERS[sampler].arguments
+        if "steps" not in takes and steps not in (None, self.num_timesteps):
+            raise ValueError(f"the {sampler} sampler takes all num_timesteps ({self.num_timesteps}) steps, got "
+                             f"steps={steps!r}: choose one of the samplers {samplers_taking('steps')} for fewer")
+        if eta and "eta" not in takes:
+            raise ValueError(f"eta applies to the {samplers_taking('eta')} sampler only, got eta={eta!r} with "
+                             f"sampler {sampler!r}")
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"DDIM eta must be in [0, 1], got {eta!r}")
-        x = torch.randn(num_samples, *size, device=device, generator=generator)  # x_T ~ N(0, I)
-        if sampler == "ancestral":
-            return self._ancestral(x, generator)
-        if sampler == "ddim":
-            return self._ddim(x, steps, eta, generator)
-        return self._dpm_solver(x, steps, generator, stochastic=sampler == "dpm_solver_sde")
+        if timestep_spacing != "auto" and "steps" not in takes:
+            raise ValueError(f"timestep_spacing applies to the samplers {samplers_taking('steps')} only, got "
+                             f"{timestep_spacing!r} with sampler {sampler!r}")
+        if "steps" not in takes:
+            return self.num_timesteps
+        return check_int("steps", DEFAULT_STEPS if steps is None else steps, minimum=1, maximum=self.num_timesteps)
 
-    def _predict(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The eps and x_0 that the network's prediction at (x_t, t/T) implies, from x_t = sqrt(alpha_bar_t) x_0 +
+    def _check_guidance(self, labels: torch.Tensor | None, guidance: str, guidance_scale: float,
+                        guide: "DiffusionModel | None") -> None:
+        check_choice("guidance", guidance, GUIDANCES)
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
+            raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+        if guidance == "none" and guidance_scale != 1.0:
+            raise ValueError(f"guidance_scale applies to guidance 'cfg' or 'auto' only, got guidance_scale="
+                             f"{guidance_scale!r} with guidance 'none'")
+        if guidance == "cfg" and not self.num_classes:
+            raise ValueError("guidance 'cfg' needs a class-conditional network (num_classes > 0), got an "
+                             "unconditional one")
+        if guidance == "cfg" and labels is None:
+            raise ValueError("guidance 'cfg' needs labels, got labels=None")
+        if (guide is not None) != (guidance == "auto"):
+            raise ValueError(f"guide is needed by guidance 'auto' and by it only, got guidance {guidance!r} with "
+                             f"guide={'a DiffusionModel' if guide is not None else None}")
+        if guide is not None:
+            network, guide_network = self.eps_model, guide.eps_model
+            for name, mine, theirs in [
+                ("num_timesteps", self.num_timesteps, guide.num_timesteps), ("schedule", self.schedule, guide.schedule),
+                ("betas", self.betas, guide.betas), ("prediction", self.prediction, guide.prediction),
+                ("num_classes", self.num_classes, guide.num_classes),
+                *((name, getattr(network, name, None), getattr(guide_network, name, None))
+                  for name in ("in_channels", "out_channels", "image_size"))]:
+                if mine != theirs and not (name == "betas" and self.schedule == "cosine"):
+                    raise ValueError(f"guide must have the model's {name} ({mine!r}), got {theirs!r}")
+
+    def model_output(self, x: torch.Tensor, t: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's raw output (eps, v or x_0, as `prediction` says) at x_t and the integer timestep t, fed
+        t/T, in float32; `labels` for a class-conditional network (None: the null label)."""
+        t_fraction = torch.full((x.shape[0],), t / self.num_timesteps, device=x.device)
+        if labels is None:
+            return self.eps_model(x, t_fraction).float()
+        return self.eps_model(x, t_fraction, labels).float()
+
+    def _denoiser(self, labels: torch.Tensor | None, guidance: str, guidance_scale: float,
+                  guide: "DiffusionModel | None") -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
+        """denoise(x_t, t) -> (eps, x0), the samplers' one view of the network: its output, guided (the guide
+        evaluated only when guidance_scale != 1), converted to the clipped x_0 and its eps."""
+        guided = guidance != "none" and guidance_scale != 1.0
+        guide_labels = torch.full_like(labels, self.num_classes) if guidance == "cfg" else labels  # cfg: the null label
+
+        def denoise(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            output = self.model_output(x, t, labels)
+            if guided:
+                guide_output = (self if guidance == "cfg" else guide).model_output(x, t, guide_labels)
+                output = guide_output + guidance_scale * (output - guide_output)
+            return self.eps_and_x0(x, t, output)
+
+        return denoise
+
+    def eps_and_x0(self, x: torch.Tensor, t: int, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eps and x_0 that the network's `output` at (x_t, t/T) implies, from x_t = sqrt(alpha_bar_t) x_0 +
         sqrt(1 - alpha_bar_t) eps: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) from eps,
         x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v from v (Salimans & Ho 2022, section 4).
 
@@ -211,8 +325,6 @@ class DiffusionModel(nn.Module):
         sqrt(alpha_bar_t), about 5e-5 at t = T of the cosine schedule, would magnify any error in eps some
         2e4-fold.
         """
-        t_fraction = torch.full((x.shape[0],), t / self.num_timesteps, device=x.device)
-        output = self.eps_model(x, t_fraction).float()
         sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self.sqrt_alphas_cumprod[t], self.sqrt_one_minus_alpha_prod[t]
         if self.prediction == "eps":
             x0 = (x - sqrt_one_minus_alpha_bar * output) / sqrt_alpha_bar
@@ -223,65 +335,3 @@ class DiffusionModel(nn.Module):
         x0 = x0.clamp(-1, 1)
         return (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar, x0
 
-    def _ancestral(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Algorithm 2: x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t/sqrt(1 - alpha_bar_t) eps) + sigma_t z."""
-        for t in range(self.num_timesteps, 0, -1):
-            # 1. predict noise (consistent with the clipped x_0, see _predict)
-            eps, _ = self._predict(x, t)
-            # 2. compute the previous sample, adding fresh noise except at the last step
-            x = self.inv_sqrt_alphas[t] * (x - eps * self.one_minus_alpha_over_prod[t])
-            if t > 1:
-                x = x + self.sqrt_betas[t] * torch.randn(x.shape, device=x.device, generator=generator)
-        return x
-
-    def _ddim(self, x: torch.Tensor, steps: int, eta: float, generator: torch.Generator | None) -> torch.Tensor:
-        """DDIM (Song et al. eq. 12) over `steps` timesteps evenly spaced in [1, T], then to t = 0, with
-        sigma_t = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev) (eq. 16).
-
-        With eta = 1 and steps = T, sigma_t^2 is the posterior variance beta~_t = (1 - alpha_bar_{t-1}) /
-        (1 - alpha_bar_t) beta_t (Ho et al. eq. 7), not Algorithm 2's beta_t; fewer steps use the same formula
-        between the chosen timesteps."""
-        timesteps = torch.linspace(self.num_timesteps, 1, steps).round().long().tolist() + [0]
-        for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
-            # 1. predict noise, and from it x_0 (clipped, see _predict)
-            eps, x0 = self._predict(x, t)
-            # 2. move to the previous timestep: the direction to x_t, plus fresh noise when eta > 0; the coefficients
-            # in float64, where 1 - alpha_bar_prev - sigma^2 does not cancel to 0 (it is 7.7e-8 at the first of 10
-            # cosine steps with eta = 1, t = 1000 -> 889)
-            alpha_bar, alpha_bar_prev = self.alphas_cumprod_float64[t], self.alphas_cumprod_float64[t_prev]
-            sigma = eta * math.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
-            x = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0)) * eps
-            if eta > 0 and t_prev > 0:
-                x = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
-        return x
-
-    def _dpm_solver(self, x: torch.Tensor, steps: int, generator: torch.Generator | None, stochastic: bool) -> torch.Tensor:
-        """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2: multistep, second order, data prediction) over `steps`
-        network evaluations at t_i = round(T - i T / steps), i = 0..steps - 1 (evenly spaced from T, the
-        "trailing" spacing of Lin et al. 2024, Table 2), then to the data at t = 0.
-
-        With alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t), lambda_t = log(alpha_t / sigma_t) and
-        h = lambda_t - lambda_s, a step from s to t moves along D = x0_s + (x0_s - x0_prev) h / (2 h_prev), the
-        second-order estimate from the last two x_0 predictions (x0_s alone at the first step):
-        deterministic, x_t = sigma_t / sigma_s x_s - alpha_t (e^-h - 1) D (their eq. 9 with D);
-        `stochastic`, SDE-DPM-Solver++(2M) (their Appendix, as in diffusers' "sde-dpmsolver++"):
-        x_t = sigma_t / sigma_s e^-h x_s + alpha_t (1 - e^-2h) D + sigma_t sqrt(1 - e^-2h) z.
-        The last step, to sigma_0 = 0, lands on the last x_0 prediction (first order, e^-h = 0).
-        """
-        spacing = torch.arange(steps, dtype=torch.float64) * (self.num_timesteps / steps)
-        timesteps = (self.num_timesteps - spacing).round().long().tolist() + [0]
-        alpha, sigma = self.sqrt_alphas_cumprod, self.sqrt_one_minus_alpha_prod
-        previous_x0 = previous_h = None
-        for s, t in zip(timesteps[:-1], timesteps[1:]):
-            _, x0 = self._predict(x, s)
-            if t == 0:
-                return x0
-            h = (alpha[t] / sigma[t]).log() - (alpha[s] / sigma[s]).log()  # lambda_t - lambda_s
-            direction = x0 if previous_x0 is None else x0 + (x0 - previous_x0) * (h / (2 * previous_h))
-            if stochastic:
-                x = (sigma[t] / sigma[s] * (-h).exp() * x + alpha[t] * (-torch.expm1(-2 * h)) * direction
-                     + sigma[t] * (-torch.expm1(-2 * h)).sqrt() * torch.randn(x.shape, device=x.device, generator=generator))
-            else:
-                x = sigma[t] / sigma[s] * x - alpha[t] * torch.expm1(-h) * direction
-            previous_x0, previous_h = x0, h
-        return x

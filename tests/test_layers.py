@@ -7,6 +7,7 @@ import sys
 from tests.conftest import ROOT
 
 LAYERS = [
+    ("samplers",),
     ("files", "checks"),
     ("config", "dataset_info"),
     ("unet", "ddpm_unet", "diffusion", "data", "checkpoint", "images", "plots", "ema", "optim"),
