@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ddpm.checks import (ARCHITECTURES, AUTO_SWITCH, DEVICES, LOSS_WEIGHTINGS, LR_SCHEDULES, OPTIMIZERS, PREDICTIONS,
                          SCHEDULES, check_betas, check_choice, check_course_unet, check_int, check_positive)
@@ -26,7 +27,13 @@ APPLIES_ONLY = {**dict.fromkeys(("channel_mult", "num_res_blocks", "attention_re
                 "min_snr_gamma": ("loss_weighting", "min_snr"), "label_dropout": ("class_conditional", True)}
 # fields added after runs were recorded: left out of the training identity at their defaults, so that those runs keep
 # their identity (and their resume states their fingerprint)
-OMITTED_AT_DEFAULT = ("class_conditional", "label_dropout")
+OMITTED_AT_DEFAULT = ("class_conditional", "label_dropout", "init_from")
+# a diffusers folder's UNet2DModel: its config and its weights, in the folder or in its unet/ (a pipeline's)
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+class InitFromError(ValueError):
+    """The weights that `init_from` names cannot start this run."""
 
 
 @dataclass
@@ -47,6 +54,7 @@ class TrainConfig:
     min_snr_gamma: float = 5.0  # min_snr only: the SNR at which the weight is clipped
     class_conditional: bool = False  # the network takes the dataset's class labels (needs a labelled dataset)
     label_dropout: float = 0.1  # class_conditional only: P(label -> the null label) in training (Ho & Salimans 2022)
+    init_from: str | None = None  # start from these weights: an epoch checkpoint, or a diffusers UNet2DModel folder
     # optimisation
     optimizer: str = "adam"
     lr: float = 2e-4
@@ -102,6 +110,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.grad_clip is not None:
             check_positive("grad_clip", self.grad_clip)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from must be the path of a checkpoint or a diffusers folder, or null, got "
+                             f"{self.init_from!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or null for no EMA, got {self.ema_decay!r}")
         bad = [e for e in self.checkpoint_epochs if not isinstance(e, int) or not 1 <= e <= self.epochs]
@@ -148,3 +159,39 @@ class TrainConfig:
         processes (a resume checks that itself)."""
         relevant = {k: v for k, v in self.extensible_identity().items() if k != "gpus"}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def init_from_files(path: str | Path) -> list[Path]:
+    """The files that `init_from: path` reads: the checkpoint itself, or a diffusers folder's UNet2DModel config.json
+    and weights (in the folder, or in its unet/ as a DDPMPipeline folder holds them); a ValueError names init_from
+    when there are none (InitFromError)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
+    weights = [folder / name for name in DIFFUSERS_WEIGHTS if (folder / name).is_file()]
+    if not path.is_dir() or not (folder / "config.json").is_file() or not weights:
+        raise InitFromError(f"init_from: {path} is neither a checkpoint file nor a diffusers folder of a UNet2DModel "
+                         f"(config.json and {' or '.join(DIFFUSERS_WEIGHTS)}, or unet/ holding them)")
+    return [folder / "config.json", weights[0]]
+
+
+def init_from_digest(path: str | Path) -> str:
+    """A hash of the files that `init_from: path` reads, for the resume fingerprint: other weights under the same
+    path are another run."""
+    digest = hashlib.sha256()
+    for file in init_from_files(path):
+        with file.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def check_init_from(experiment: str, init_from: str | None) -> None:
+    """The workflow's check before any job: an experiment's `init_from` names a checkpoint or a diffusers folder that
+    exists (whether its tensors fit the network, the train job checks before its first step)."""
+    if init_from is None:
+        return
+    try:
+        init_from_files(init_from)
+    except ValueError as error:
+        raise ValueError(f"experiment {experiment!r}: {error}") from None

@@ -10,6 +10,8 @@ The config is a JSON object of TrainConfig fields; `checkpoint_epochs` (a list o
 kept in run-dir/checkpoints/, the last epoch's when it is not given; a class_conditional config trains on the
 prepared dataset's labels (labels.npy). A run stopped by SIGTERM, SIGUSR1 or SIGINT saves its resume state and exits
 with code 75 (EX_TEMPFAIL, "try again"), saying so; the same command run again continues from that step.
+`--init-from PATH` (or the config's init_from) starts step 0 from a checkpoint's or a diffusers UNet2DModel's weights;
+weights that do not fit the network stop it before any step, in one line naming init_from and the tensor.
 """
 
 import contextlib
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ddpm.config import TrainConfig
+from ddpm.config import InitFromError, TrainConfig
 from ddpm.data import load_dataset
 from ddpm.files import atomic_write
 from ddpm.models import resolve_device
@@ -113,9 +115,13 @@ def _run_copying_output(command: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """ddpm-train --config C.json --data DIR --run-dir DIR --state-dir DIR (what torchrun runs)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     with exit_when_interrupted(sys.stderr):
-        _train(args)
+        try:
+            _train(args)
+        except InitFromError as error:  # before any training step
+            parser.error(str(error))
 
 
 def _parser():
@@ -128,6 +134,8 @@ def _parser():
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--tensorboard-dir", help="write TensorBoard event files of the loss rows there")
+    parser.add_argument("--init-from", metavar="PATH", help="start from these weights (the config's init_from): an "
+                        "epoch checkpoint (its EMA weights when kept) or a diffusers folder of a UNet2DModel")
     return parser
 
 
@@ -136,6 +144,8 @@ def _train(args) -> None:
     config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
     if not config.checkpoint_epochs:
         config = dataclasses.replace(config, checkpoint_epochs=[config.epochs])
+    if args.init_from is not None:
+        config = dataclasses.replace(config, init_from=args.init_from)
     init_distributed()
     use_fast_cuda_kernels(resolve_device(config.device))
     try:

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from ddpm.checkpoint import ResumeStore, load_checkpoint, save_checkpoint
-from ddpm.config import TrainConfig
+from ddpm.config import TrainConfig, init_from_digest
 from ddpm.files import atomic_write, publish
 
 CSV_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_second", "elapsed_seconds")
@@ -240,9 +240,11 @@ def _as_python_state(state):
 
 
 def _fingerprint(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None) -> str:
-    """Identifies what a resume state belongs to: the config's computing fields and the data (with the labels, where
-    the run trains on them)."""
+    """Identifies what a resume state belongs to: the config's computing fields, the data (with the labels, where
+    the run trains on them) and the contents of the weights it starts from (`init_from`)."""
     digest = hashlib.sha256(config.fingerprint().encode())
+    if config.init_from is not None:
+        digest.update(init_from_digest(config.init_from).encode())
     digest.update(str(tuple(images.shape)).encode())
     digest.update(images.contiguous().numpy().tobytes())
     if labels is not None:

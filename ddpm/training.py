@@ -40,6 +40,7 @@ from ddpm.config import TrainConfig
 from ddpm.data import random_hflip, to_model_range
 from ddpm.diffusion import DiffusionModel
 from ddpm.ema import EMA
+from ddpm.export import initial_weights
 from ddpm.models import build_model, resolve_device
 from ddpm.optim import lr_factor, make_optimizer
 from ddpm.run_files import LossLog, RunFiles, steps_per_epoch
@@ -283,7 +284,8 @@ def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_
     are published, and `state_dir` keeps the final state: the same call with more epochs trains only those (with a
     constant lr after the warmup; the cosine schedule depends on the total and starts over). SIGTERM, SIGUSR1 or
     SIGINT during training raises TrainingInterrupted at the next loss row, after a resume state of that step is
-    saved. With `tensorboard_dir`, every loss row also goes to TensorBoard event files there (a new run replaces the
+    saved. With `config.init_from`, step 0 starts from those weights (ddpm.export.initial_weights: checked against
+    the network before any step, an InitFromError naming the first tensor that does not fit). With `tensorboard_dir`, every loss row also goes to TensorBoard event files there (a new run replaces the
     folder's events, a resumed one drops those after its step, so each shows one curve).
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -294,8 +296,12 @@ def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_
     files = RunFiles(config, images, Path(run_dir), Path(state_dir), rank, world, labels)
     total_steps = config.epochs * files.steps_per_epoch
     parts = build_parts(config, images.shape[1], images.shape[-1], device, total_steps, rank, files.num_classes)
+    initial = initial_weights(config.init_from, parts.model, log) if config.init_from is not None else None
     batches = Batches(images, config, device, parts.memory_format, rank, world, labels)
     step, elapsed = files.resume(parts, total_steps, log)
+    if step == 0 and initial is not None:  # a fresh start; a resumed run has its own weights
+        start_from(parts, initial)
+        log(f"starting from the weights of {config.init_from}")
     if 0 < step < total_steps:
         log(f"resumed from step {step} (epoch {step // files.steps_per_epoch + 1}, {elapsed:.1f} s of training done)")
     tensorboard = _tensorboard_writer(tensorboard_dir, step) if tensorboard_dir is not None and rank == 0 else None
@@ -330,6 +336,14 @@ def train(config: TrainConfig, images: torch.Tensor, run_dir: str | Path, state_
     if parts.ema is not None:
         parts.model.load_state_dict(parts.ema.module.state_dict())
     return parts.model
+
+
+def start_from(parts: Parts, weights: dict[str, torch.Tensor]) -> None:
+    """Step 0 from `weights` (a state dict of the model): the model and its EMA start there, the optimizer, the EMA's
+    warm-up and the step fresh."""
+    parts.model.load_state_dict(weights)
+    if parts.ema is not None:
+        parts.ema.module.load_state_dict(weights)
 
 
 def _training_labels(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
