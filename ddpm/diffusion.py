@@ -208,6 +208,7 @@ class DiffusionModel(nn.Module):
         guidance: str = "none",
         guidance_scale: float = 1.0,
         guide: "DiffusionModel | None" = None,
+        callback: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Draw samples in [-1, 1] with `sampler` (by default "ddim" when `steps` is given, else "ancestral";
         ddpm.samplers.SAMPLERS):
@@ -225,6 +226,8 @@ class DiffusionModel(nn.Module):
         2024, by `guide`, a DiffusionModel of the same schedule and target) moves the network's output from the
         guide's, the same network with the null label for "cfg": guide + guidance_scale (output - guide),
         before the clip of x_0 (see eps_and_x0); guidance_scale 1 is no guidance, 0 the guide alone.
+        `callback(i, n)` is called after the i-th of the n evaluations of the denoiser (k-diffusion's callback:
+        progress bars).
         """
         sampler = sampler or ("ancestral" if steps is None else "ddim")
         steps = self._check_sampler(sampler, steps, eta, timestep_spacing)
@@ -237,6 +240,8 @@ class DiffusionModel(nn.Module):
                 raise ValueError(f"labels must be in [0, {self.num_classes - 1}], got labels from {low} to {high}")
             labels = labels.to(device)
         denoise = self._denoiser(labels, guidance, guidance_scale, guide)
+        if callback is not None:
+            denoise = _reporting(denoise, callback, len(chosen) - 1)
         noise = lambda x: torch.randn(x.shape, device=x.device, generator=generator)  # noqa: E731
         schedule = dict(self.named_buffers(recurse=False), alphas_cumprod_float64=self.alphas_cumprod_float64)
         x = torch.randn(num_samples, *size, device=device, generator=generator)  # x_T ~ N(0, I)
@@ -335,3 +340,16 @@ class DiffusionModel(nn.Module):
         x0 = x0.clamp(-1, 1)
         return (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar, x0
 
+
+def _reporting(denoise: Callable, callback: Callable[[int, int], None], total: int) -> Callable:
+    """`denoise` that calls `callback(i, total)` after its i-th evaluation."""
+    evaluations = 0
+
+    def reporting(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal evaluations
+        result = denoise(x, t)
+        evaluations += 1
+        callback(evaluations, total)
+        return result
+
+    return reporting

@@ -15,7 +15,7 @@ import yaml
 from ddpm.checks import check_choice, check_ddpm_unet, check_int
 from ddpm.config import TrainConfig
 from ddpm.dataset_info import DatasetInfo, check_dataset
-from ddpm.samplers import SAMPLERS
+from ddpm.samplers import SAMPLERS, samplers_taking
 
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TEXT_TO_YAML_1_1 = re.compile(r"^[-+]?\d+[eE][-+]?\d+$")  # 1e-3: a number in YAML 1.2, text to PyYAML (YAML 1.1)
@@ -66,13 +66,13 @@ def check_run_sampling(sampling: dict, run: "Run", runs: dict[str, "Run"]) -> No
     sampler = SAMPLERS[sampling["sampler"]]
     if "eta" not in sampler.arguments and sampling["eta"]:
         raise ValueError(f"sampling.eta ({sampling['eta']}) applies to the samplers "
-                         f"{_takers('eta')} only, not {sampling['sampler']!r}: remove it or set it to 0")
+                         f"{samplers_taking('eta')} only, not {sampling['sampler']!r}: remove it or set it to 0")
     if "steps" in sampler.arguments and sampling["steps"] > run.config.num_timesteps:
         raise ValueError(f"sampling.steps ({sampling['steps']}) is larger than its num_timesteps "
                          f"({run.config.num_timesteps}): sampler {sampling['sampler']} takes 1..num_timesteps steps")
     if "steps" not in sampler.arguments and sampling["timestep_spacing"] != "auto":
         raise ValueError(f"sampling.timestep_spacing ({sampling['timestep_spacing']}) applies to the samplers "
-                         f"{_takers('steps')}; sampler {sampling['sampler']} visits every timestep")
+                         f"{samplers_taking('steps')}; sampler {sampling['sampler']} visits every timestep")
     guidance = sampling["guidance"]
     if guidance == "cfg" and not run.config.class_conditional:
         raise ValueError("sampling.guidance cfg (classifier-free guidance) needs a class-conditional experiment: "
@@ -109,10 +109,6 @@ def guide_run(sampling: dict, run: "Run", runs: dict[str, "Run"]) -> "Run":
                              f"{run.experiment!r} {getattr(run.config, field)!r}; a guide must share the diffusion "
                              f"to be combined with it")
     return guiding
-
-
-def _takers(argument: str) -> str:
-    return ", ".join(name for name, sampler in SAMPLERS.items() if argument in sampler.arguments)
 
 
 def check_renamed_fields(workflow_config: dict) -> None:

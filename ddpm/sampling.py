@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ddpm.checkpoint import CheckpointError, load_checkpoint
 from ddpm.checks import DEVICES, check_int
@@ -23,7 +24,7 @@ from ddpm.diffusion import DiffusionModel
 from ddpm.files import atomic_write
 from ddpm.images import save_grid
 from ddpm.models import build_model, resolve_device
-from ddpm.samplers import GUIDANCES, SAMPLERS, TIMESTEP_SPACINGS
+from ddpm.samplers import GUIDANCES, SAMPLERS, TIMESTEP_SPACINGS, samplers_taking
 
 DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, DEFAULT_ETA = "dpm_solver_sde", 20, 0.0  # ddpm-sample's: config/config.yaml's
 CHECKPOINT_KEYS = ("config", "channels", "image_size", "model", "ema")  # what training saves at an epoch
@@ -72,14 +73,15 @@ def _epoch_checkpoint(path: Path) -> dict:
 
 def sampler_arguments(sampling: dict) -> dict:
     """`generate`'s sampler, its arguments (ddpm.samplers.SAMPLERS: steps and eta only where the sampler takes
-    them), timestep spacing and guidance for a config's `sampling` section."""
+    them), timestep spacing and guidance for a config's `sampling` section (guidance_scale only with guidance)."""
     sampler = SAMPLERS[sampling["sampler"]]
+    guidance = sampling.get("guidance", "none")
     return {"sampler": sampling["sampler"],
             "steps": sampling["steps"] if "steps" in sampler.arguments else None,
             "eta": sampling["eta"] if "eta" in sampler.arguments else 0.0,
             "timestep_spacing": sampling.get("timestep_spacing", "auto"),
-            "guidance": sampling.get("guidance", "none"),
-            "guidance_scale": sampling.get("guidance_scale", 1.0)}
+            "guidance": guidance,
+            "guidance_scale": sampling.get("guidance_scale", 1.0) if guidance != "none" else 1.0}
 
 
 def draw_labels(model: DiffusionModel, num_samples: int, label: int | None = None) -> torch.Tensor | None:
@@ -109,13 +111,15 @@ def generate(
     guidance_scale: float = 1.0,
     guide: DiffusionModel | None = None,
     labels: torch.Tensor | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """`num_samples` uint8 images (N, C, H, W), drawn in batches; the same seed gives the same images.
 
     `sampler`, `steps`, `eta`, `timestep_spacing`, `guidance`, `guidance_scale` and `guide` are
     DiffusionModel.sample's: by default DDIM when `steps` is given, else the ancestral sampler over all timesteps.
     A class-conditional model draws sample i with `labels[i]` (default: class-balanced, see `draw_labels`).
-    `amp` runs the network under bf16 autocast on the device (None: on CUDA only).
+    `amp` runs the network under bf16 autocast on the device (None: on CUDA only). `progress` shows a tqdm bar of
+    the denoising steps on stderr (a job's log).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     unet = model.eps_model
@@ -124,13 +128,18 @@ def generate(
     generator = torch.Generator(device=device).manual_seed(seed)
     amp = device.type == "cuda" if amp is None else amp
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-    batches = []
-    with autocast:
-        for start in range(0, num_samples, batch_size):
+    batches, starts = [], range(0, num_samples, batch_size)
+    with autocast, tqdm(desc="sampling", unit="step", disable=not progress, dynamic_ncols=True) as bar:
+
+        def advance(step: int, steps_per_batch: int) -> None:
+            bar.total = steps_per_batch * len(starts)
+            bar.update()
+
+        for start in starts:
             count = min(batch_size, num_samples - start)
             batch_labels = None if labels is None else labels[start:start + count].to(device)
             batches.append(to_uint8(model.sample(count, size, device, steps, generator, eta, sampler, timestep_spacing,
-                                                 batch_labels, guidance, guidance_scale, guide)).cpu())
+                                                 batch_labels, guidance, guidance_scale, guide, advance)).cpu())
     return torch.cat(batches)
 
 
@@ -213,11 +222,11 @@ def _check_arguments(parser: _Parser, args: argparse.Namespace) -> None:
     """The checks that need no checkpoint, so that a wrong argument stops the command before any work."""
     takes = SAMPLERS[args.sampler].arguments
     if "steps" not in takes and args.steps is not None:
-        parser.error(f"argument --steps: applies to the samplers {_takers('steps')} only")
+        parser.error(f"argument --steps: applies to the samplers {samplers_taking('steps')} only")
     if "steps" not in takes and args.timestep_spacing != "auto":
-        parser.error(f"argument --timestep-spacing: applies to the samplers {_takers('steps')} only")
+        parser.error(f"argument --timestep-spacing: applies to the samplers {samplers_taking('steps')} only")
     if "eta" not in takes and args.eta:
-        parser.error(f"argument --eta: applies to the samplers {_takers('eta')} only")
+        parser.error(f"argument --eta: applies to the samplers {samplers_taking('eta')} only")
     if args.guidance == "auto" and args.guide is None:
         parser.error("argument --guide: guidance auto needs the guiding checkpoint")
     if args.guidance != "auto" and args.guide is not None:
@@ -238,10 +247,6 @@ def _check_arguments(parser: _Parser, args: argparse.Namespace) -> None:
             pass
     except OSError as error:
         parser.error(f"argument --out: cannot create a file in {folder}: {error.strerror}")
-
-
-def _takers(argument: str) -> str:
-    return ", ".join(name for name, sampler in SAMPLERS.items() if argument in sampler.arguments)
 
 
 def main(argv: list[str] | None = None) -> None:

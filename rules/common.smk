@@ -24,6 +24,7 @@
 import re
 from pathlib import Path
 
+from ddpm.config import check_init_from
 from ddpm.dataset_info import check_class_conditional, check_dataset
 from ddpm.experiments import (
     check_evaluation,
@@ -59,6 +60,7 @@ EXPERIMENT_RUNS = experiment_runs(RUNS)
 EXPERIMENTS = {name: runs[0].config for name, runs in EXPERIMENT_RUNS.items()}
 SWEEP = config.get("sweep") or {}
 for experiment, experiment_config in EXPERIMENTS.items():
+    check_init_from(experiment, experiment_config.init_from)
     try:
         check_class_conditional(experiment_config, DATASET)
     except ValueError as error:
@@ -98,8 +100,12 @@ if workflow.is_main_process:
 
 
 def one_of(names):
-    """A wildcard constraint that matches exactly `names` (nothing when there are none)."""
-    return "|".join(re.escape(str(name)) for name in names) or "(?!)"
+    """A wildcard constraint that matches exactly `names` (nothing when there are none; "(?:)" for the empty name
+    alone, as Snakemake reads an empty constraint as none)."""
+    names = list(names)
+    return (
+        "|".join(re.escape(str(name)) for name in names) or "(?:)" if names else "(?!)"
+    )
 
 
 wildcard_constraints:

@@ -12,7 +12,9 @@ EVAL_GPUS = min(max(GPUS.values()), 1)
 EVAL_DEVICE = "auto" if EVAL_GPUS else "cpu"
 
 # the trained classifier, when the configured extractor is the classifier
-EXTRACTOR_INPUTS = {"classifier": EVAL_CLASSIFIER} if EVAL_EXTRACTOR == "classifier" else {}
+EXTRACTOR_INPUTS = (
+    {"classifier": EVAL_CLASSIFIER} if EVAL_EXTRACTOR == "classifier" else {}
+)
 
 
 def evaluation_inputs(wildcards):

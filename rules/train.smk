@@ -122,6 +122,8 @@ rule plot_grid:
     params:
         grid_size=config["sampling"]["grid_size"],
         # a class-conditional run's grid is K wide: each column holds one class
-        columns=lambda wildcards: DATASET.num_classes if wildcards.run in CONDITIONAL_RUNS else None,
+        columns=lambda wildcards: (
+            DATASET.num_classes if wildcards.run in CONDITIONAL_RUNS else None
+        ),
     script:
         "../scripts/plot_grid.py"

@@ -4,11 +4,13 @@ guidance scale."""
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from ddpm import sampling
 from tests.test_workflow import planned_rules
 from tests.workflow import snakemake, tiny_config
 
@@ -30,10 +32,15 @@ def guided_config(**changes) -> dict:
 
 
 @pytest.fixture(scope="module")
-def guided_run(tmp_path_factory):
+def guided_run(tiny_run, tmp_path_factory):
+    """The guided config run to the end, on the tiny run's prepared data, classifier and reference statistics (the
+    same dataset and evaluation), copied with their times so that nothing of them is made again."""
     workdir = tmp_path_factory.mktemp("guided_run")
+    shutil.copytree(tiny_run / "data", workdir / "data")
+    shutil.copytree(tiny_run / "results" / "reference", workdir / "results" / "reference")
     result = snakemake(workdir, config=guided_config())
     assert result.returncode == 0, result.output
+    assert not (workdir / "results" / "logs" / "reference").exists()  # no classifier or statistics made again
     return workdir
 
 
@@ -44,8 +51,7 @@ def test_class_conditional_samples_are_class_balanced_and_scored_for_their_label
         assert labels.tolist() == [i % 10 for i in range(16)]  # sample i has label i mod K
         assert np.load(samples / f"epoch_2{variant}.npy").shape == (16, 1, 8, 8)
     with Image.open(samples / f"epoch_2{VARIANTS[0]}.png") as grid:
-        cell = grid.height // 2  # 20 cells, 10 a row: 2 rows, each column one class
-        assert grid.width == 10 * cell
+        assert round(grid.width / grid.height * 2) == 10  # 20 cells, 10 a row: 2 rows, each column one class
     assert not list((guided_run / "results" / "auto" / "samples").glob("*_labels.npy"))
     with open(guided_run / "results" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -102,3 +108,27 @@ def test_guidance_that_cannot_be_done_is_refused_before_any_job(tmp_path, change
     result = snakemake(tmp_path, "-n", config=guided_config(**change))
     assert result.returncode != 0 and message in result.output, result.output
     assert not (tmp_path / "results").exists()
+
+
+def test_the_command_line_draws_guided_samples_of_one_class_or_of_every_class(guided_run, tmp_path):
+    checkpoints = guided_run / "results"
+    conditional = checkpoints / "cond" / "checkpoints" / "epoch_2.pt"
+    common = ["--num-samples", "12", "--sampler", "ddim", "--steps", "5", "--batch-size", "16", "--device", "cpu"]
+    sampling.main([str(conditional), *common, "--guidance", "cfg", "--guidance-scale", "3", "--label", "7",
+                   "--out", str(tmp_path / "sevens.npy")])
+    sevens = np.load(tmp_path / "sevens.npy")
+    every_class = tmp_path / "all.npy"
+    sampling.main([str(conditional), *common, "--guidance", "cfg", "--guidance-scale", "3", "--out", str(every_class)])
+    assert sevens.shape == np.load(every_class).shape == (12, 1, 8, 8)
+    assert not np.array_equal(sevens, np.load(every_class))
+    # the sample job's draw at guidance scale 2: the same images from the command line
+    workflow = np.load(checkpoints / "cond" / "samples" / "epoch_2.guidance_scale-2.0.npy")
+    again = tmp_path / "again.npy"
+    sampling.main([str(conditional), "--num-samples", "16", "--sampler", "ddim", "--steps", "5", "--batch-size", "16",
+                   "--device", "cpu", "--guidance", "cfg", "--guidance-scale", "2", "--out", str(again)])
+    assert np.array_equal(np.load(again), workflow)
+    guided = tmp_path / "guided.npy"
+    sampling.main([str(checkpoints / "auto" / "checkpoints" / "epoch_2.pt"), *common, "--guidance", "auto",
+                   "--guide", str(checkpoints / "auto" / "checkpoints" / "epoch_1.pt"), "--guidance-scale", "2",
+                   "--out", str(guided)])
+    assert np.load(guided).shape == (12, 1, 8, 8)

@@ -12,9 +12,9 @@ LAYERS = [
     ("config", "dataset_info"),
     ("unet", "ddpm_unet", "diffusion", "data", "checkpoint", "images", "plots", "ema", "optim"),
     ("models",),
-    ("run_files", "extractors"),
+    ("run_files", "extractors", "export"),
     ("training", "sampling", "metrics"),
-    ("launch", "experiments", "summary"),
+    ("launch", "experiments", "summary", "score"),
     ("workflow", "reruns"),
 ]
 LAYER = {module: number for number, modules in enumerate(LAYERS) for module in modules}

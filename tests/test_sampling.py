@@ -73,12 +73,22 @@ def test_the_command_line_draws_the_workflows_samples(tiny_run, tmp_path):
     (["--num-samples", "0", "--out", "x.npy"], "argument --num-samples: must be an integer >= 1, got '0'"),
     (["--num-samples", "4", "--out", "x.jpg"], "argument --out: must end in .png or .npy, got 'x.jpg'"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "ancestral", "--steps", "5"],
-     "argument --steps: applies to the samplers ddim, dpm_solver and dpm_solver_sde only"),
+     "argument --steps: applies to the samplers ddim, dpm_solver, dpm_solver_sde only"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "dpm_solver", "--eta", "0.5"],
-     "argument --eta: applies to --sampler ddim only"),
+     "argument --eta: applies to the samplers ddim only"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "ddim", "--eta", "2"], "argument --eta: must be in [0, 1], got 2.0"),
     (["--num-samples", "4", "--out", "x.npy", "--sampler", "euler"], "argument --sampler: invalid choice: 'euler'"),
     (["--num-samples", "4", "--out", "x.npy"], "argument checkpoint: checkpoint {missing} does not exist"),
+    (["--num-samples", "4", "--out", "x.npy", "--sampler", "ancestral", "--timestep-spacing", "leading"],
+     "argument --timestep-spacing: applies to the samplers ddim, dpm_solver, dpm_solver_sde only"),
+    (["--num-samples", "4", "--out", "x.npy", "--guidance", "auto"],
+     "argument --guide: guidance auto needs the guiding checkpoint"),
+    (["--num-samples", "4", "--out", "x.npy", "--guide", "other.pt"], "argument --guide: applies to --guidance auto only"),
+    (["--num-samples", "4", "--out", "x.npy", "--guidance-scale", "2"],
+     "argument --guidance-scale: needs --guidance cfg or auto"),
+    (["--num-samples", "4", "--out", "x.npy", "--guidance", "cfg", "--guidance-scale", "-1"],
+     "argument --guidance-scale: must be a number >= 0, got '-1'"),
+    (["--num-samples", "4", "--out", "x.npy", "--guidance", "classifier"], "argument --guidance: invalid choice"),
 ])
 def test_bad_arguments_get_one_line_naming_the_argument(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
@@ -89,6 +99,20 @@ def test_bad_arguments_get_one_line_naming_the_argument(tmp_path, monkeypatch, c
 
 def never_sample(*args, **kwargs):
     raise AssertionError("sampled although an argument was wrong")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--guidance", "cfg", "--guidance-scale", "2"], "argument --guidance: cfg needs a class-conditional checkpoint"),
+    (["--label", "3"], "argument --label: the checkpoint is not class-conditional"),
+    (["--guidance", "auto", "--guide", "{missing}"], "argument --guide: checkpoint {missing} does not exist"),
+])
+def test_guidance_an_unconditional_checkpoint_cannot_take_is_refused_before_sampling(checkpoint, tmp_path, monkeypatch,
+                                                                                     capsys, args, message):
+    monkeypatch.setattr(sampling, "generate", never_sample)
+    missing = tmp_path / "missing.pt"
+    error = error_line(capsys, [str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "x.npy"),
+                                *(arg.format(missing=missing) for arg in args)])
+    assert message.format(missing=missing) in error, error
 
 
 def test_steps_beyond_the_checkpoints_timesteps_are_refused_by_name(checkpoint, tmp_path, monkeypatch, capsys):
@@ -205,3 +229,16 @@ def test_the_console_scripts_are_installed(script, usage):
     path = shutil.which(script)
     assert path is not None, f"{script} is not on PATH: pip install -e . installs it"
     assert subprocess.run([path, "--help"], capture_output=True, text=True, check=True).stdout.startswith(usage)
+
+
+def test_sampling_reports_each_denoising_step_on_stderr_and_nothing_on_stdout(checkpoint, capsys):
+    model = sampling.load_model(checkpoint)
+    steps = []
+    model.sample(3, (1, 8, 8), "cpu", steps=4, sampler="ddim", callback=lambda i, n: steps.append((i, n)))
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    capsys.readouterr()
+    images = sampling.generate(model, 5, steps=4, batch_size=2, device="cpu", sampler="ddim")
+    quiet = sampling.generate(model, 5, steps=4, batch_size=2, device="cpu", sampler="ddim", progress=False)
+    assert torch.equal(images, quiet)  # the bar changes nothing drawn
+    out, err = capsys.readouterr()
+    assert out == "" and "12/12" in err  # 3 batches of 4 steps

@@ -126,6 +126,8 @@ def test_sampler_arguments_follow_the_sampling_section():
         {"sampler": "ancestral", "steps": None, "eta": 0.0, **guided}
     assert sampler_arguments({**sampling, "sampler": "dpm_solver"}) == \
         {"sampler": "dpm_solver", "steps": 7, "eta": 0.0, **guided}
+    # guidance none leaves the scale unused (a sampling sweep over it keeps unguided experiments as the baseline)
+    assert sampler_arguments({**sampling, "guidance": "none"})["guidance_scale"] == 1.0
 
 
 def test_without_ema_sampling_uses_the_raw_weights(digits, tmp_path):
