@@ -84,7 +84,8 @@ def check_run_sampling(sampling: dict, run: "Run", runs: dict[str, "Run"]) -> No
 def guide_run(sampling: dict, run: "Run", runs: dict[str, "Run"]) -> "Run":
     """The run whose checkpoint guides `run` under guidance `auto`: `sampling.guide.experiment` (by default the
     run's own) at the run's seed, which must be checkpointed at `guide.epoch` and share the run's diffusion (schedule,
-    T, betas, prediction target), so that the two predictions can be combined (Karras et al. 2024, eq. 2)."""
+    T, betas, prediction target) and conditioning, so that the two predictions can be combined (Karras et al. 2024,
+    eq. 2)."""
     guide = sampling.get("guide")
     if guide is None:
         raise ValueError("sampling.guidance auto needs sampling.guide: {experiment: NAME, epoch: E} (the experiment "
@@ -102,8 +103,8 @@ def guide_run(sampling: dict, run: "Run", runs: dict[str, "Run"]) -> "Run":
     if guide["epoch"] not in guiding.config.checkpoint_epochs:
         raise ValueError(f"sampling.guide.epoch ({guide['epoch']}) is not an epoch at which {experiment!r} is "
                          f"checkpointed: use one of {guiding.config.checkpoint_epochs}")
-    for field in ("schedule", "num_timesteps", "prediction", *(("beta1", "beta2") if run.config.schedule == "linear"
-                                                               else ())):
+    for field in ("schedule", "num_timesteps", "prediction", "class_conditional",
+                  *(("beta1", "beta2") if run.config.schedule == "linear" else ())):
         if getattr(guiding.config, field) != getattr(run.config, field):
             raise ValueError(f"sampling.guide: {experiment!r} has {field} {getattr(guiding.config, field)!r} and "
                              f"{run.experiment!r} {getattr(run.config, field)!r}; a guide must share the diffusion "

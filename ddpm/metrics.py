@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 from ddpm.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.checks import metric_columns, variant_columns
@@ -279,7 +280,8 @@ def evaluate_samples(samples: str | Path | list[str | Path], reference: str | Pa
     network = load_extractor(extractor, classifier, device)
     judge = load_extractor("classifier", classifier, device) if label_paths and extractor != "classifier" else None
     scores = [score_draw(images.to(device), reference_stats, network, training, batch_size, draw_labels, judge)
-              for images, draw_labels in zip(draws, drawn_labels)]
+              for images, draw_labels in zip(tqdm(draws, desc="scoring", unit="draw", dynamic_ncols=True),
+                                             drawn_labels)]
     row = {"experiment": experiment, "epoch": epoch, **variant, **mean_and_standard_error(scores),
            "extractor": extractor, "num_samples": len(draws[0]), "sampling_draws": len(draws),
            "num_reference": reference_stats["num_images"], "num_reference_features": len(reference_stats["features"])}

@@ -132,6 +132,9 @@ def test_ddim_steps_cannot_exceed_an_experiments_timesteps():
      r"sampling.guide.epoch \(3\) is not an epoch at which 'long' is checkpointed: use one of \[2, 4\]"),
     ({"guidance": "auto", "guide": {"experiment": "short", "epoch": 2}}, None, None,
      r"experiment 'long': sampling.guide: 'short' has num_timesteps 20 and 'long' 100"),
+    ({}, {"cond": {"class_conditional": True,
+                   "sampling": {"guidance": "auto", "guide": {"experiment": "plain", "epoch": 2}}}, "plain": {}}, None,
+     r"experiment 'cond': sampling.guide: 'plain' has class_conditional False and 'cond' True"),
     ({"sampler": "dpm_solver"}, None, {"eta": [0.0, 0.5]},
      r"experiment 'long' with sampling_sweep eta=0.5: sampling.eta \(0.5\) applies to the samplers ddim only"),
 ])
