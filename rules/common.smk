@@ -19,12 +19,15 @@
 #   checkpoint_to_sample   the sample jobs' input: ancient where a run only trains on from where it finished
 #   guide_of               a sample job's guiding checkpoint under guidance auto ({} otherwise)
 #   one_of                 a wildcard constraint that matches exactly the given names
+#   init_from_of           a train job's init_from files ({} without one)
+#   evaluation_inputs      an evaluate job's classifier and, for a class-conditional run, its samples' labels
+#                          (with EXTRACTOR_INPUTS and EVAL_CLASSIFIER of rules/evaluate.smk)
 
 
 import re
 from pathlib import Path
 
-from ddpm.config import check_init_from
+from ddpm.config import check_init_from, init_from_files
 from ddpm.dataset_info import check_class_conditional, check_dataset
 from ddpm.experiments import (
     check_evaluation,
@@ -168,3 +171,24 @@ def checkpoint_to_sample(wildcards):
         and DRAWN[wildcards.run].get(epoch) == sampling_of(wildcards)["num_samples"]
     )
     return ancient(path) if kept else path
+
+
+def init_from_of(wildcards):
+    """The files a run's init_from reads (a checkpoint, or a diffusers folder's config and weights): changing them
+    trains the run again."""
+    init_from = RUNS[wildcards.run].config.init_from
+    if init_from is None:
+        return {}
+    return {"init_from": [str(f) for f in init_from_files(init_from)]}
+
+
+def evaluation_inputs(wildcards):
+    """The extractor's classifier; for a class-conditional run, the classifier (which scores class_accuracy with
+    any extractor) and the samples' labels, one file per draw."""
+    if wildcards.run not in CONDITIONAL_RUNS:
+        return EXTRACTOR_INPUTS
+    labels = [
+        f"results/{wildcards.run}/samples/epoch_{wildcards.epoch}{wildcards.variant}{draw}_labels.npy"
+        for draw in draw_suffixes(config["sampling"])
+    ]
+    return {"classifier": EVAL_CLASSIFIER, "labels": labels}

@@ -3,7 +3,7 @@
 # training images (the criterion of Yoon et al. 2023).
 # config["evaluation"]: extractor ("classifier": a small CNN trained once on the dataset's labels, or "inception":
 # the standard FID InceptionV3) and num_reference (how many dataset images the reference statistics use; null: all).
-# Uses DATA, GPUS and RUNS from rules/common.smk; conda: and script: paths are relative to this file.
+# Uses DATA, GPUS, RUNS, VARIANTS and evaluation_inputs from rules/common.smk; conda: and script: paths are relative to this file.
 
 EVAL_EXTRACTOR = config["evaluation"]["extractor"]
 EVAL_CLASSIFIER = "results/reference/classifier.pt"
@@ -15,18 +15,6 @@ EVAL_DEVICE = "auto" if EVAL_GPUS else "cpu"
 EXTRACTOR_INPUTS = (
     {"classifier": EVAL_CLASSIFIER} if EVAL_EXTRACTOR == "classifier" else {}
 )
-
-
-def evaluation_inputs(wildcards):
-    """The extractor's classifier; for a class-conditional run, the classifier (which scores class_accuracy with
-    any extractor) and the samples' labels, one file per draw."""
-    if wildcards.run not in CONDITIONAL_RUNS:
-        return EXTRACTOR_INPUTS
-    labels = [
-        f"results/{wildcards.run}/samples/epoch_{wildcards.epoch}{wildcards.variant}{draw}_labels.npy"
-        for draw in draw_suffixes(config["sampling"])
-    ]
-    return {"classifier": EVAL_CLASSIFIER, "labels": labels}
 
 
 rule train_classifier:

@@ -1,19 +1,9 @@
 # Training one DDPM per run, then sampling its checkpoints at the sample epochs and its last epoch, and each sample's
 # PNG grid.
-# Uses DATA, DATASET, RUNS, GPUS, SAMPLE_EPOCHS, UNLISTED_LAST_EPOCHS, last_checkpoint_of, sampling_of and
-# checkpoint_to_sample from rules/common.smk; conda:, script: and caption paths are relative to this file.
+# Uses DATA, DATASET, RUNS, GPUS, SAMPLE_EPOCHS, UNLISTED_LAST_EPOCHS, CONDITIONAL_RUNS, init_from_of, last_checkpoint_of,
+# sampling_of, guide_of, checkpoint_to_sample and one_of from rules/common.smk; conda:, script: and caption paths are relative to this file.
 
-from ddpm.config import init_from_files
 from ddpm.files import publish
-
-
-def init_from_of(wildcards):
-    """The files a run's init_from reads (a checkpoint, or a diffusers folder's config and weights): changing them
-    trains the run again."""
-    init_from = RUNS[wildcards.run].config.init_from
-    if init_from is None:
-        return {}
-    return {"init_from": [str(f) for f in init_from_files(init_from)]}
 
 
 rule train:

@@ -148,7 +148,8 @@ def test_the_new_fields_leave_an_unconditional_training_identity_as_it_was():
     """label_dropout applies only with class_conditional; both leave an unconditional config's identity (and so its
     resume states' fingerprint) as it was before they existed."""
     before = {k: v for k, v in TrainConfig().to_dict().items()
-              if k not in ("class_conditional", "label_dropout", "state_every", "keep_states", "checkpoint_epochs")}
+              if k not in ("class_conditional", "label_dropout", "init_from", "state_every", "keep_states",
+                           "checkpoint_epochs")}
     assert TrainConfig().training_identity() == TrainConfig(label_dropout=0.3).training_identity() == before
     conditional = TrainConfig(class_conditional=True)
     assert conditional.training_identity() == {**before, "class_conditional": True}

@@ -188,9 +188,10 @@ def test_ctrl_c_stops_with_one_line_and_leaves_the_output_alone(checkpoint, tmp_
     out = tmp_path / "x.npy"
     out.write_bytes(b"earlier samples")
     code = textwrap.dedent(f"""
-        import signal, ddpm.sampling
+        import signal, time, ddpm.sampling
         def interrupted(*args, **kwargs):
-            signal.raise_signal(signal.SIGINT)  # as Ctrl-C, while sampling
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C, while sampling ...
+            time.sleep(60)  # ... which goes on until Python raises KeyboardInterrupt in the main thread
         ddpm.sampling.generate = interrupted
         ddpm.sampling.main([{str(checkpoint)!r}, "--num-samples", "2", "--out", {str(out)!r}])
     """)

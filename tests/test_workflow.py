@@ -310,13 +310,13 @@ BAD_CONFIGS = [
     ("unknown sampler", {"sampling": {"sampler": "euler"}}, "'euler' is not one of"),
     ("unknown extractor", {"evaluation": {"extractor": "clip"}}, "'clip' is not one of"),
     ("default steps beyond num_timesteps", {"sampling": {"num_samples": 16, "sampler": "ddim"}},
-     "sampling.steps (50) is larger than the num_timesteps (20) of experiment 'base'"),
+     "experiment 'base': sampling.steps (50) is larger than its num_timesteps (20)"),
     ("DPM-Solver steps beyond num_timesteps", {"sampling": {"sampler": "dpm_solver", "steps": 21}},
-     "sampling.steps (21) is larger than the num_timesteps (20) of experiment 'base': sampler dpm_solver takes"),
+     "experiment 'base': sampling.steps (21) is larger than its num_timesteps (20): sampler dpm_solver takes"),
     ("the old name ddim_steps", {"sampling": {"sampler": "ddim", "ddim_steps": 5}},
      "sampling.ddim_steps is now sampling.steps"),
     ("eta with DPM-Solver", {"sampling": {"sampler": "dpm_solver", "steps": 5, "eta": 0.5}},
-     "sampling.eta (0.5) applies to sampler ddim only, not 'dpm_solver'"),
+     "sampling.eta (0.5) applies to the samplers ddim only, not 'dpm_solver'"),
     ("unknown loss weighting", {"defaults": {"loss_weighting": "snr"}}, "'snr' is not one of ['uniform', 'min_snr']"),
     ("min_snr_gamma not above 0", {"defaults": {"loss_weighting": "min_snr", "min_snr_gamma": 0}},
      "0 is less than or equal to the minimum of 0"),
@@ -360,7 +360,7 @@ def test_bad_config_fails_before_any_job(bad_config_runs, name, messages):
 
 def planned_samples(output: str) -> set[tuple[str, int]]:
     """The (run, epoch) of every sample job a dry run plans."""
-    return {(run, int(epoch)) for run, epoch in re.findall(r"wildcards: run=(\S+), epoch=(\d+), draw=", output)}
+    return {(run, int(epoch)) for run, epoch in re.findall(r"wildcards: run=(\S+), epoch=(\d+), variant=", output)}
 
 
 def metric_rows(workdir, table: str = "metrics.csv") -> list[tuple[str, int]]:
