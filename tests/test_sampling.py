@@ -1,6 +1,7 @@
 """Sampling a checkpoint from the command line (ddpm.sampling.main, `ddpm-sample`)."""
 
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -191,11 +192,13 @@ def test_ctrl_c_stops_with_one_line_and_leaves_the_output_alone(checkpoint, tmp_
         import signal, time, ddpm.sampling
         def interrupted(*args, **kwargs):
             signal.raise_signal(signal.SIGINT)  # as Ctrl-C, while sampling ...
-            time.sleep(60)  # ... which goes on until Python raises KeyboardInterrupt in the main thread
+            time.sleep(60)  # ... which goes on until Python raises KeyboardInterrupt
         ddpm.sampling.generate = interrupted
         ddpm.sampling.main([{str(checkpoint)!r}, "--num-samples", "2", "--out", {str(out)!r}])
     """)
-    result = subprocess.run([sys.executable, "-c", code], env=ONE_THREAD_ENV, cwd=ROOT, capture_output=True, text=True)
+    # as in a terminal: Ctrl-C not ignored (a pytest-xdist worker ignores SIGINT, and a child inherits that)
+    result = subprocess.run([sys.executable, "-c", code], env=ONE_THREAD_ENV, cwd=ROOT, capture_output=True, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (result.returncode, result.stderr) == (130, f"ddpm-sample: interrupted, {out} not written\n")
     assert out.read_bytes() == b"earlier samples"
 
