@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ddpm.checks import DDPM_GROUPS as GROUPS
 from ddpm.checks import check_ddpm_unet, check_int
+from ddpm.conditioning import ClassEmbedding, add_class_embedding
 
 PAPER_TIMESTEPS = 1000  # the paper's T: the network embeds t/T scaled back to 0..1000
 
@@ -109,8 +110,8 @@ class DDPMUNet(nn.Module):
             return ResidualBlock(in_ch, out_ch, time_dim, dropout, attention)
 
         self.time_mlp = nn.Sequential(nn.Linear(hidden_size, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
-        if num_classes:  # an unconditional network keeps exactly its parameters
-            self.class_embedding = nn.Embedding(num_classes + 1, time_dim)  # row K: the null label; N(0, 1) init
+        # an unconditional network keeps exactly its parameters
+        self.class_embedding = ClassEmbedding(num_classes, time_dim) if num_classes else None
         self.stem = nn.Conv2d(in_channels, hidden_size, 3, padding=1)
 
         skip_channels, channels = [hidden_size], hidden_size  # the widths of the feature maps the up path takes
@@ -167,13 +168,7 @@ class DDPMUNet(nn.Module):
                 f"images; got {tuple(x.shape[-2:])}"
             )
         temb = self.time_mlp(sinusoidal_embedding(t.reshape(-1) * PAPER_TIMESTEPS, self.hidden_size))
-        if self.num_classes:
-            if labels is None:
-                labels = torch.full((x.shape[0],), self.num_classes, device=x.device)
-            temb = temb + self.class_embedding(labels)
-        elif labels is not None:
-            raise ValueError("labels: this DDPMUNet is unconditional (num_classes 0); build it with num_classes > 0 "
-                             "to pass labels, or pass labels=None")
+        temb = add_class_embedding(temb, self.class_embedding, labels, "DDPMUNet")
         h = self.stem(x)
         skips = [h]
         for level, blocks in enumerate(self.down):

@@ -13,6 +13,7 @@ import torch.nn as nn
 from ddpm.checks import COURSE_GROUPS as GROUPS
 from ddpm.checks import COURSE_IMAGE_SIZES as SUPPORTED_IMAGE_SIZES
 from ddpm.checks import check_course_unet, check_int
+from ddpm.conditioning import ClassEmbedding, add_class_embedding
 
 
 class ConvBlock(nn.Module):
@@ -96,8 +97,8 @@ class UNet(nn.Module):
         self.down3 = DownBlock(2 * h, 2 * h)
         self.to_vec = nn.Sequential(nn.AvgPool2d(self.bottleneck_pool), nn.ReLU())
         self.timestep_embedding = TimestepEmbedding(2 * h)
-        if num_classes:  # an unconditional network keeps exactly its parameters
-            self.class_embedding = nn.Embedding(num_classes + 1, 2 * h)  # row K: the null label
+        # an unconditional network keeps exactly its parameters
+        self.class_embedding = ClassEmbedding(num_classes, 2 * h) if num_classes else None
         self.up0 = nn.Sequential(
             nn.ConvTranspose2d(2 * h, 2 * h, self.bottleneck_pool, self.bottleneck_pool),
             nn.GroupNorm(GROUPS, 2 * h),
@@ -123,13 +124,7 @@ class UNet(nn.Module):
         down3 = self.down3(down2)
         thro = self.to_vec(down3)
         temb = self.timestep_embedding(t)
-        if self.num_classes:
-            if labels is None:
-                labels = torch.full((x.shape[0],), self.num_classes, device=x.device)
-            temb = temb + self.class_embedding(labels)
-        elif labels is not None:
-            raise ValueError("labels: this UNet is unconditional (num_classes 0); build it with num_classes > 0 "
-                             "to pass labels, or pass labels=None")
+        temb = add_class_embedding(temb, self.class_embedding, labels, "UNet")
         temb = temb[:, :, None, None]  # (B, 2h, 1, 1): one embedding per sample
 
         thro = self.up0(thro + temb)

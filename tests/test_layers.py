@@ -10,6 +10,7 @@ LAYERS = [
     ("samplers",),
     ("files", "checks"),
     ("config", "dataset_info"),
+    ("conditioning",),
     ("unet", "ddpm_unet", "diffusion", "data", "checkpoint", "images", "plots", "ema", "optim"),
     ("models",),
     ("run_files", "extractors", "export"),
