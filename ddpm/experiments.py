@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from ddpm.checks import check_choice, check_ddpm_unet, check_int
+from ddpm.checks import METRIC_ROW_FIELDS, check_choice, check_ddpm_unet, check_int
 from ddpm.config import TrainConfig
 from ddpm.dataset_info import DatasetInfo, check_dataset
 from ddpm.samplers import SAMPLERS, samplers_taking
@@ -22,7 +22,6 @@ TEXT_TO_YAML_1_1 = re.compile(r"^[-+]?\d+[eE][-+]?\d+$")  # 1e-3: a number in YA
 RENAMED_FIELDS = {"sampling": {"ddim_steps": "steps", "ddim_eta": "eta"}}  # section -> {old name: new name}
 SWITCHABLE_SECTIONS = ("seeds", "sweep", "sampling_sweep")  # null in the config: one run per experiment at its own seed, no sweep
 # what the workflow keeps in results/ beside the run folders: no run may take one of these names
-RUN_COLUMNS = ("experiment", "seed", "epoch")  # the columns that name a metric row's run and epoch
 RESULTS_ENTRIES = ("benchmarks", "logs", "plots", "reference", "resume", "losses.csv", "metrics.csv", "summary.csv",
                    "summary.html", "report.html")
 
@@ -304,7 +303,7 @@ class SamplingVariant:
     def columns(self) -> dict:
         """The variant's values as metric-row columns: each field's name, `sampling_<field>` where the row has a
         column of that name already (`sampling_seed` beside the training `seed`)."""
-        return {f"sampling_{field}" if field in RUN_COLUMNS else field: value for field, value in self.values.items()}
+        return {f"sampling_{field}" if field in METRIC_ROW_FIELDS else field: value for field, value in self.values.items()}
 
 
 def sampling_variants(workflow_config: dict) -> dict[str, SamplingVariant]:
