@@ -285,15 +285,20 @@ class DiffusionModel(nn.Module):
             raise ValueError(f"guide is needed by guidance 'auto' and by it only, got guidance {guidance!r} with "
                              f"guide={'a DiffusionModel' if guide is not None else None}")
         if guide is not None:
-            network, guide_network = self.eps_model, guide.eps_model
-            for name, mine, theirs in [
-                ("num_timesteps", self.num_timesteps, guide.num_timesteps), ("schedule", self.schedule, guide.schedule),
-                ("betas", self.betas, guide.betas), ("prediction", self.prediction, guide.prediction),
-                ("num_classes", self.num_classes, guide.num_classes),
-                *((name, getattr(network, name, None), getattr(guide_network, name, None))
-                  for name in ("in_channels", "out_channels", "image_size"))]:
-                if mine != theirs and not (name == "betas" and self.schedule == "cosine"):
-                    raise ValueError(f"guide must have the model's {name} ({mine!r}), got {theirs!r}")
+            self.check_guide(guide)
+
+    def check_guide(self, guide: "DiffusionModel") -> None:
+        """A ValueError naming the first difference unless `guide` can guide this model (guidance "auto"): the same
+        T, schedule, betas, prediction target, classes and image shape."""
+        network, guide_network = self.eps_model, guide.eps_model
+        for name, mine, theirs in [
+            ("num_timesteps", self.num_timesteps, guide.num_timesteps), ("schedule", self.schedule, guide.schedule),
+            ("betas", self.betas, guide.betas), ("prediction", self.prediction, guide.prediction),
+            ("num_classes", self.num_classes, guide.num_classes),
+            *((name, getattr(network, name, None), getattr(guide_network, name, None))
+              for name in ("in_channels", "out_channels", "image_size"))]:
+            if mine != theirs and not (name == "betas" and self.schedule == "cosine"):
+                raise ValueError(f"guide must have the model's {name} ({mine!r}), got {theirs!r}")
 
     def model_output(self, x: torch.Tensor, t: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The network's raw output (eps, v or x_0, as `prediction` says) at x_t and the integer timestep t, fed

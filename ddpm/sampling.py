@@ -265,6 +265,10 @@ def _sample(parser: _Parser, args: argparse.Namespace) -> None:
     model, guide = _load(parser, "checkpoint", args.checkpoint, device), None
     if args.guide is not None:
         guide = _load(parser, "--guide", args.guide, device)
+        try:
+            model.check_guide(guide)
+        except ValueError as error:
+            parser.error(f"argument --guide: {error}")
     num_classes = model.eps_model.num_classes
     if args.guidance == "cfg" and not num_classes:
         parser.error("argument --guidance: cfg needs a class-conditional checkpoint (trained with class_conditional: "
@@ -281,12 +285,9 @@ def _sample(parser: _Parser, args: argparse.Namespace) -> None:
                          f"got {steps}")
     eta = (DEFAULT_ETA if args.eta is None else args.eta) if "eta" in SAMPLERS[args.sampler].arguments else 0.0
     labels = draw_labels(model, args.num_samples, args.label)
-    try:
-        images = generate(model, args.num_samples, steps, args.seed, args.batch_size, device, eta=eta,
-                          sampler=args.sampler, timestep_spacing=args.timestep_spacing, guidance=args.guidance,
-                          guidance_scale=args.guidance_scale, guide=guide, labels=labels)
-    except ValueError as error:  # a guide that cannot be combined with the model
-        parser.error(f"argument --guide: {error}")
+    images = generate(model, args.num_samples, steps, args.seed, args.batch_size, device, eta=eta,
+                      sampler=args.sampler, timestep_spacing=args.timestep_spacing, guidance=args.guidance,
+                      guidance_scale=args.guidance_scale, guide=guide, labels=labels)
     if args.out.suffix == ".npy":
         atomic_write(args.out, lambda f: np.save(f, images.numpy()))
     else:

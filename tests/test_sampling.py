@@ -116,6 +116,24 @@ def test_guidance_an_unconditional_checkpoint_cannot_take_is_refused_before_samp
     assert message.format(missing=missing) in error, error
 
 
+def test_a_guide_that_cannot_guide_the_checkpoint_is_refused_before_sampling(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sampling, "generate", never_sample)
+    guide = epoch_checkpoint(tmp_path / "guide.pt", prediction="v")
+    error = error_line(capsys, [str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "x.npy"),
+                                "--guidance", "auto", "--guide", str(guide)])
+    assert error == "ddpm-sample: error: argument --guide: guide must have the model's prediction ('eps'), got 'v'\n"
+
+
+def test_an_error_while_sampling_is_not_blamed_on_an_argument(checkpoint, tmp_path, monkeypatch):
+    def failing_sample(*args, **kwargs):
+        raise ValueError("an error of the sampler")
+
+    monkeypatch.setattr(sampling, "generate", failing_sample)
+    with pytest.raises(ValueError, match="^an error of the sampler$"):
+        main([str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "x.npy"), "--guidance", "auto",
+              "--guide", str(checkpoint), "--guidance-scale", "2"])
+
+
 def test_steps_beyond_the_checkpoints_timesteps_are_refused_by_name(checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sampling, "generate", never_sample)
     error = error_line(capsys, [str(checkpoint), "--num-samples", "2", "--out", str(tmp_path / "x.npy"),
