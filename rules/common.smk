@@ -16,6 +16,7 @@
 #   UNLISTED_LAST_EPOCHS   the runs' last epochs that are not sample epochs
 #   last_checkpoint_of     a run's checkpoints/last.pt, as its last epoch's checkpoint
 #   sampling_of            a sample job's settings (its params)
+#   same_samples_of        an earlier sampling variant's samples that a sample job draws again, to be copied
 #   checkpoint_to_sample   the sample jobs' input: ancient where a run only trains on from where it finished
 #   guide_of               a sample job's guiding checkpoint under guidance auto ({} otherwise)
 #   one_of                 a wildcard constraint that matches exactly the given names
@@ -131,12 +132,33 @@ def last_checkpoint_of(wildcards):
 
 def sampling_of(wildcards):
     """What one sample job draws (ddpm.experiments.sample_settings)."""
-    run, epoch = RUNS[wildcards.run], int(wildcards.epoch)
-    sampling = VARIANTS[wildcards.variant].applied_to(run.sampling)
-    draw = draw_index(wildcards.draw)
+    return variant_sampling(wildcards.run, int(wildcards.epoch), wildcards.variant, wildcards.draw)
+
+
+def variant_sampling(name, epoch, variant, draw):
+    """What a run's sample job draws at an epoch, sampling variant and draw (ddpm.experiments.sample_settings)."""
+    run = RUNS[name]
+    sampling = VARIANTS[variant].applied_to(run.sampling)
     return sample_settings(
-        sampling, epoch, run.config.epochs, draw, KEPT_IN_FULL[run.name]
+        sampling, epoch, run.config.epochs, draw_index(draw), KEPT_IN_FULL[name]
     )
+
+
+def same_samples_of(wildcards):
+    """{"same_as": the samples of the first sampling variant that draws exactly what this one draws for this run
+    (it sweeps a field the run does not use, as guidance_scale without guidance), and "same_as_labels": their
+    labels for a class-conditional run}: the sample job copies them. {} where this variant is the first."""
+    epoch, settings = int(wildcards.epoch), sampling_of(wildcards)
+    first = next(
+        variant
+        for variant in VARIANTS
+        if variant_sampling(wildcards.run, epoch, variant, wildcards.draw) == settings
+    )
+    if first == wildcards.variant:
+        return {}
+    same_as = f"results/{wildcards.run}/samples/epoch_{epoch}{first}{wildcards.draw}"
+    labels = {"same_as_labels": f"{same_as}_labels.npy"} if wildcards.run in CONDITIONAL_RUNS else {}
+    return {"same_as": f"{same_as}.npy", **labels}
 
 
 def checkpoint_of(run, epoch):

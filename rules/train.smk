@@ -58,6 +58,7 @@ rule last_checkpoint:
 rule sample:
     input:
         unpack(guide_of),
+        unpack(same_samples_of),
         checkpoint=checkpoint_to_sample,
     output:
         array="results/{run}/samples/epoch_{epoch}{variant}{draw}.npy",

@@ -1,6 +1,6 @@
 """Guidance and class-conditional runs end to end: real snakemake on a tiny config of a class-conditional experiment
-under classifier-free guidance and an unconditional one guided by its own first epoch, with a sampling sweep over the
-guidance scale."""
+under classifier-free guidance, an unconditional one guided by its own first epoch and an unguided class-conditional
+one, with a sampling sweep over the guidance scale."""
 
 import csv
 import json
@@ -23,6 +23,7 @@ def guided_config(**changes) -> dict:
         experiments={
             "cond": {"class_conditional": True, "sampling": {"guidance": "cfg"}},
             "auto": {"sampling": {"guidance": "auto", "guide": {"epoch": 1}}},
+            "unguided": {"class_conditional": True, "sampling": {"guidance": "none"}},
         },
         sampling_sweep={"guidance_scale": list(SCALES)},
     )
@@ -56,10 +57,10 @@ def test_class_conditional_samples_are_class_balanced_and_scored_for_their_label
     with open(guided_run / "results" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {(r["experiment"], r["epoch"], r["guidance_scale"]) for r in rows} == {
-        (e, str(epoch), str(scale)) for e in ("cond", "auto") for epoch in (1, 2) for scale in SCALES}
+        (e, str(epoch), str(scale)) for e in ("cond", "auto", "unguided") for epoch in (1, 2) for scale in SCALES}
     for row in rows:
         accuracy = row["class_accuracy"]
-        assert (0 <= float(accuracy) <= 1) if row["experiment"] == "cond" else accuracy == ""
+        assert (0 <= float(accuracy) <= 1) if row["experiment"] != "auto" else accuracy == ""
 
 
 def test_the_guides_checkpoint_feeds_the_sample_job_and_guidance_changes_the_samples(guided_run):
@@ -78,7 +79,7 @@ def test_the_summary_and_plot_show_each_guidance_scale(guided_run):
     with open(guided_run / "results" / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
     assert {(r["experiment"], r["guidance_scale"]) for r in summary if r["epoch"] == "2"} == {
-        (e, str(scale)) for e in ("cond", "auto") for scale in SCALES}
+        (e, str(scale)) for e in ("cond", "auto", "unguided") for scale in SCALES}
     with Image.open(guided_run / "results" / "plots" / "sampling_sweep.png") as image:
         assert image.format == "PNG"
     metric = json.loads((guided_run / "results" / "cond" / "metrics" / "epoch_2.guidance_scale-2.0.json").read_text())
@@ -91,7 +92,23 @@ def test_a_new_sampling_sweep_on_trained_runs_trains_nothing(guided_run):
     assert result.returncode == 0, result.output
     rules = planned_rules(result.output)
     assert "train" not in rules and "evaluate" in rules
-    assert rules.count("sample") + rules.count("sample_with_labels") == 2 * 2 * 2  # runs x epochs x new scales
+    assert rules.count("sample") + rules.count("sample_with_labels") == 3 * 2 * 2  # runs x epochs x new scales
+
+
+def test_a_sampling_variant_that_draws_what_an_earlier_one_drew_copies_its_samples(guided_run):
+    """guidance_scale does not apply to an unguided run: its second scale's sample job copies the first's samples
+    and labels, and the scores of both are the same."""
+    samples, logs = guided_run / "results" / "unguided" / "samples", guided_run / "results" / "logs" / "sample"
+    for ending in (".npy", "_labels.npy"):
+        first, second = (np.load(samples / f"epoch_2{variant}{ending}") for variant in VARIANTS)
+        assert np.array_equal(first, second)
+    copied = (logs / "unguided" / f"epoch_2{VARIANTS[1]}.log").read_text()
+    assert f"the same samples as results/unguided/samples/epoch_2{VARIANTS[0]}.npy: copied" in copied
+    assert "copied" not in (logs / "cond" / f"epoch_2{VARIANTS[1]}.log").read_text()
+    first, second = (json.loads((guided_run / "results" / "unguided" / "metrics" / f"epoch_2{variant}.json").read_text())
+                     for variant in VARIANTS)
+    assert first.pop("guidance_scale") == 1.0 and second.pop("guidance_scale") == 2.0
+    assert first == second
 
 
 @pytest.mark.parametrize("change, message", [
