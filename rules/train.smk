@@ -1,7 +1,8 @@
 # Training one DDPM per run, then sampling its checkpoints at the sample epochs and its last epoch, and each sample's
 # PNG grid.
-# Uses DATA, DATASET, RUNS, GPUS, SAMPLE_EPOCHS, UNLISTED_LAST_EPOCHS, CONDITIONAL_RUNS, init_from_of, last_checkpoint_of,
-# sampling_of, guide_of, checkpoint_to_sample and one_of from rules/common.smk; conda:, script: and caption paths are relative to this file.
+# Uses DATA, DATASET, RUNS, GPUS, SAMPLE_EPOCHS, UNLISTED_LAST_EPOCHS, CONDITIONAL_RUNS, init_from_of,
+# last_checkpoint_of, sampling_of, guide_of, same_samples_of, checkpoint_to_sample and one_of from rules/common.smk;
+# conda:, script: and caption paths are relative to this file.
 
 from ddpm.files import publish
 
