@@ -51,10 +51,6 @@ def _cluster_problem():
 def _env():
     env = dict(os.environ)
     env.pop("SNAKEMAKE_PROFILE", None)
-    # not measured for coverage: the local run it is compared with runs the same code, and tracing every
-    # job's imports would only slow the cluster run down
-    for name in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"):
-        env.pop(name, None)
     # the venv's python and the ddpm package, also inside the jobs (sbatch --export=ALL)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
