@@ -10,16 +10,17 @@ For each budget B (seconds of training), in order, alternating so that load on a
 1. Project: the recipe is the config's `defaults` plus the experiment's overrides, resolved as the workflow
    resolves them (schema defaults, then ddpm.experiments.experiment_configs), on the CPU. One epoch of it is timed
    first (calibration, not counted); then `ddpm.training.train` runs from scratch for round(B / that) epochs,
-   and its training seconds are the loss CSV's last `elapsed_seconds` (saving excluded). `--num-samples` images are
-   then drawn with `ddpm.sampling.generate` from the EMA weights, with the config's `sampling` sampler, steps,
-   eta, batch size and seed.
+   and its training seconds are the loss CSV's last `elapsed_seconds` (saving excluded); a class_conditional
+   recipe trains on the digits' labels. `--num-samples` images are then drawn with `ddpm.sampling.generate` from
+   the EMA weights, with the config's `sampling` sampler, steps, eta, guidance and batch size (class-balanced for
+   a class-conditional recipe), once per sampling draw.
 2. Peer: the recipe of diffusers' examples/unconditional_image_generation/train_unconditional.py at 8x8x1: a
    UNet2DModel with block_out_channels (w, 2w, 2w), `--peer-layers` ResNet layers per block and self-attention
    at 4x4 (the example puts it at its second-deepest level), DDPMScheduler(1000 steps), epsilon MSE, AdamW(betas
    (0.95, 0.999), weight decay 1e-6), a cosine learning rate with `--peer-warmup-steps` of warmup from
    diffusers.optimization.get_scheduler, gradient clipping at 1.0, EMAModel with the example's warmup (inv_gamma
    1, power 3/4), batch 64 in a fresh random order every epoch, sampled with DDIMScheduler over 50 steps from the
-   EMA weights (diffusers' DDIMPipeline). What a diffusers user tunes for their own run is swept at every budget,
+   EMA weights (diffusers' DDIMPipeline), once per sampling draw. What a diffusers user tunes for their own run is swept at every budget,
    and the best FID is the peer's: the beta schedule (`--peer-schedules`: linear, squaredcos_cap_v2), the lr
    (`--peer-lrs`), the EMA's maximum decay (`--peer-ema-decays`) and, on each trained model, DDIM's eta
    (`--peer-etas`). Each variant trains for the budget itself (a time-bounded loop that stops within half a step
@@ -33,11 +34,13 @@ cpu`, the CPU seconds of this process (for the project, of its whole train() cal
 even on a machine that other jobs share; both are recorded either way. Both sides run at
 `torch.set_num_threads(--threads)`. Scores are the project's classifier FID (ddpm.metrics: a
 small CNN trained once per run on the digits' labels, with `--seed`; 128-d features) of the samples against
-all 1,797 digits. The target is project FID <= 0.6 x the best peer FID at every budget. (The best of a sweep,
-scored on the samples it was chosen by, is biased in the peer's favour.)
+all 1,797 digits. Both sides draw at the config's sampling seeds (`sampling.seed`, seed + 1, ... for its
+`draws`, as the workflow does), and a side's FID is the mean over those draws, with its standard error. The
+target is project FID <= 0.6 x the best peer FID at every budget. (The best of a sweep, scored on the draws it
+was chosen by, is biased in the peer's favour.)
 
-Seeds: the project uses its recipe's `seed` and the config's `sampling.seed`, as the workflow would; `--seed`
-seeds the peer (weights, noise, order, sampling) and the classifier. Training to a time bound is not
+Seeds: the project trains with its recipe's `seed`, as the workflow would; `--seed` seeds the peer's training
+(weights, noise, order) and the classifier. Training to a time bound is not
 bit-reproducible (the step count follows the machine's speed), but reruns start from the same state.
 """
 
@@ -64,7 +67,7 @@ from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
 from ddpm.dataset_info import check_dataset
 from ddpm.experiments import experiment_configs
 from ddpm.extractors import extract_features, load_extractor, train_classifier
-from ddpm.metrics import feature_statistics, frechet_distance, reference_statistics
+from ddpm.metrics import feature_statistics, frechet_distance, mean_and_standard_error, reference_statistics
 from ddpm.models import build_model
 from ddpm.sampling import generate, sampler_arguments
 from ddpm.training import train
@@ -164,13 +167,28 @@ class ClassifierFID:
         return frechet_distance(feature_statistics(extract_features(self.extractor, samples)), self.reference)
 
 
+def sampling_seeds(sampling: dict) -> list[int]:
+    """The seeds of the config's sampling draws, as the workflow draws them: seed, seed + 1, ... (`draws` of them)."""
+    return [sampling["seed"] + draw for draw in range(sampling["draws"])]
+
+
+def score_draws(draw, seeds: list[int], fid: ClassifierFID) -> dict:
+    """The FID of each seed's samples (`draw(seed)`: uint8 images), their mean and its standard error
+    (ddpm.metrics.mean_and_standard_error), and the wall seconds of all the drawing."""
+    start = time.perf_counter()
+    scores = [{"fid": fid(draw(seed))} for seed in seeds]
+    return {"sample_seconds": time.perf_counter() - start, "fid_draws": [score["fid"] for score in scores],
+            **mean_and_standard_error(scores)}
+
+
 # ---------------------------------------------------------------- the project
 
 
-def train_project(config: TrainConfig, images: torch.Tensor, work_dir: Path) -> tuple[torch.nn.Module, dict]:
+def train_project(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
+                  work_dir: Path) -> tuple[torch.nn.Module, dict]:
     """A real train() run; returns the model (EMA weights) and its steps, training seconds and final loss."""
     cpu_start = time.process_time()
-    model = train(config, images, work_dir / "run", work_dir / "state", log=lambda message: None)
+    model = train(config, images, work_dir / "run", work_dir / "state", log=lambda message: None, labels=labels)
     cpu_seconds = time.process_time() - cpu_start
     with (work_dir / "run" / "losses.csv").open(newline="") as f:
         last = list(csv.DictReader(f))[-1]
@@ -178,21 +196,21 @@ def train_project(config: TrainConfig, images: torch.Tensor, work_dir: Path) -> 
                    "train_cpu_seconds": cpu_seconds, "final_loss": float(last["loss"])}
 
 
-def run_project(config: TrainConfig, sampling: dict, images: torch.Tensor, budget: float, num_samples: int,
-                fid: ClassifierFID, clock: str) -> dict:
-    """Calibrate the epoch time with a one-epoch run, train for about `budget` seconds of `clock`, sample, score."""
+def run_project(config: TrainConfig, sampling: dict, images: torch.Tensor, labels: torch.Tensor | None, budget: float,
+                num_samples: int, fid: ClassifierFID, clock: str) -> dict:
+    """Calibrate the epoch time with a one-epoch run, train for about `budget` seconds of `clock`, then sample and
+    score each sampling draw."""
     with tempfile.TemporaryDirectory() as tmp:
-        _, calibration = train_project(dataclasses.replace(config, epochs=1, checkpoint_epochs=[]), images,
+        _, calibration = train_project(dataclasses.replace(config, epochs=1, checkpoint_epochs=[]), images, labels,
                                        Path(tmp) / "calibration")
         epochs = max(1, round(budget / calibration[BUDGET_KEY[clock]]))
-        model, result = train_project(dataclasses.replace(config, epochs=epochs, checkpoint_epochs=[]), images,
+        model, result = train_project(dataclasses.replace(config, epochs=epochs, checkpoint_epochs=[]), images, labels,
                                       Path(tmp) / "budget")
-    start = time.perf_counter()
-    samples = generate(model.eval(), num_samples, seed=sampling["seed"], batch_size=sampling["batch_size"], device="cpu",
-                       **sampler_arguments(sampling))
-    result["sample_seconds"] = time.perf_counter() - start
+    model.eval()
+    result.update(score_draws(lambda seed: generate(model, num_samples, seed=seed, batch_size=sampling["batch_size"],
+                                                    device="cpu", progress=False, **sampler_arguments(sampling)),
+                              sampling_seeds(sampling), fid))
     result["calibration_epoch_seconds"] = calibration[BUDGET_KEY[clock]]
-    result["fid"] = fid(samples)
     return result
 
 
@@ -289,7 +307,7 @@ def sample_peer(unet, noise_scheduler, num_samples: int, batch_size: int, ddim_s
 
 def run_peer(images: torch.Tensor, seconds: float, sampling: dict, args, fid, recipe: dict) -> list[dict]:
     """Train the peer with `recipe` for `seconds` of --clock (stopping within half a step of them), then sample
-    from its EMA at each of --peer-etas and score: one result per eta."""
+    from its EMA at each of --peer-etas, at each of the sampling draws' seeds, and score: one result per eta."""
     torch.manual_seed(args.seed)
     unet = peer_unet(args.peer_width, args.peer_layers, images.shape[1], images.shape[-1])
     step_seconds = peer_step_seconds(unet, images, args, recipe)
@@ -306,13 +324,11 @@ def run_peer(images: torch.Tensor, seconds: float, sampling: dict, args, fid, re
                "calibration_step_seconds": step_seconds, "train_seconds": time.perf_counter() - start["wall"],
                "train_cpu_seconds": time.process_time() - start["cpu"], "final_loss": loss.item()}
     trainer.ema.copy_to(unet.parameters())
-    results = []
-    for eta in args.peer_etas:
-        start = time.perf_counter()
-        samples = sample_peer(unet, trainer.noise_scheduler, args.num_samples, sampling["batch_size"],
-                              args.peer_ddim_steps, args.seed, eta)
-        results.append({**trained, "eta": eta, "sample_seconds": time.perf_counter() - start, "fid": fid(samples)})
-    return results
+    return [{**trained, "eta": eta,
+             **score_draws(lambda seed: sample_peer(unet, trainer.noise_scheduler, args.num_samples,
+                                                    sampling["batch_size"], args.peer_ddim_steps, seed, eta),
+                           sampling_seeds(sampling), fid)}
+            for eta in args.peer_etas]
 
 
 def peer_sweep(images: torch.Tensor, seconds: float, sampling: dict, args, fid) -> list[dict]:
@@ -323,10 +339,13 @@ def peer_sweep(images: torch.Tensor, seconds: float, sampling: dict, args, fid) 
     return rows
 
 
-def reused_peer_sweeps(path: str, args) -> dict[float, list[dict]]:
-    """budget -> peer sweep, from an earlier run's JSON that ran the same peer (else a SystemExit naming what
-    differs)."""
+def reused_peer_sweeps(path: str, args, seeds: list[int]) -> dict[float, list[dict]]:
+    """budget -> peer sweep, from an earlier run's JSON that ran the same peer at the same sampling `seeds` (else a
+    SystemExit naming what differs)."""
     earlier = json.loads(Path(path).read_text())
+    if earlier.get("sampling_seeds") != seeds:
+        raise SystemExit(f"--reuse-peer {path}: its peer drew at sampling seeds {earlier.get('sampling_seeds')}, "
+                         f"this config's are {seeds}")
     same = ("budgets", "clock", "threads", "seed", "num_samples", "classifier_epochs", "peer_width", "peer_layers",
             "peer_schedules", "peer_lrs", "peer_ema_decays", "peer_etas", "peer_warmup_steps", "peer_batch_size",
             "peer_ddim_steps")
@@ -348,15 +367,21 @@ def peer_recipe(args, unet) -> dict:
 # ---------------------------------------------------------------- output
 
 
+def fid_cell(result: dict) -> str:
+    """A side's FID: the draws' mean ± its standard error (the mean alone from one draw)."""
+    error = result["fid_sampling_se"]
+    return fmt(result["fid"]) + (f" ± {fmt(error)}" if error is not None else "")
+
+
 def print_sweep(rows: list[dict]) -> None:
     """The peer's sweep at every budget, best first."""
     print("the peer's sweep (classifier FID, best first at each budget):")
-    columns = (("budget s", 9), ("schedule", 19), ("lr", 8), ("EMA", 8), ("eta", 5), ("steps", 7), ("FID", 9))
+    columns = (("budget s", 9), ("schedule", 19), ("lr", 8), ("EMA", 8), ("eta", 5), ("steps", 7), ("FID", 15))
     print("".join(f"{name:>{width}}" for name, width in columns))
     for row in rows:
         for variant in sorted(row["peer_sweep"], key=lambda v: v["fid"]):
             cells = [fmt(row["budget_seconds"]), variant["schedule"], f"{variant['lr']:g}", f"{variant['ema_decay']:g}",
-                     f"{variant['eta']:g}", str(variant["steps"]), fmt(variant["fid"])]
+                     f"{variant['eta']:g}", str(variant["steps"]), fid_cell(variant)]
             print("".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns)))
 
 
@@ -368,16 +393,17 @@ def print_table(results: dict) -> None:
           f"at the start, {results['device']['load_average_end']} at the end")
     print(f"project: {results['recipe']['experiment']} ({params['project']:,} parameters); "
           f"peer: diffusers UNet2DModel ({params['peer']:,} parameters); classifier FID, "
-          f"{results['num_samples']} samples vs {results['classifier']['num_reference']} images")
+          f"{results['num_samples']} samples per draw vs {results['classifier']['num_reference']} images, "
+          f"draws at sampling seeds {results['sampling_seeds']}: their mean ± its standard error")
     print(f"budgets in {results['clock']} seconds of training; each pair is project / the best peer of the sweep")
-    columns = (("budget s", 9), ("project FID", 13), ("peer FID", 10), ("ratio", 7), ("train wall s", 17),
+    columns = (("budget s", 9), ("project FID", 16), ("peer FID", 16), ("ratio", 7), ("train wall s", 17),
                ("train CPU s", 17), ("sample wall s", 17), ("steps", 13))
     print("".join(f"{name:>{width}}" for name, width in columns))
     for row in results["budgets"]:
         project, peer = row["project"], row["peer"]
         pairs = [f"{fmt(project[key])} / {fmt(peer[key])}"
                  for key in ("train_seconds", "train_cpu_seconds", "sample_seconds")]
-        cells = [fmt(row["budget_seconds"]), fmt(project["fid"]), fmt(peer["fid"]), fmt(row["ratio"]), *pairs,
+        cells = [fmt(row["budget_seconds"]), fid_cell(project), fid_cell(peer), fmt(row["ratio"]), *pairs,
                  f"{project['steps']} / {peer['steps']}"]
         print("".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns)))
     verdict = "met" if results["target_met"] else "NOT met"
@@ -395,20 +421,22 @@ def main(argv=None) -> dict:
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         prepare_dataset("digits", Path(tmp) / "digits")
-        images, _ = load_dataset(Path(tmp) / "digits")
+        images, labels = load_dataset(Path(tmp) / "digits")
         fid = ClassifierFID(Path(tmp) / "digits", Path(tmp), args.seed, args.classifier_epochs)
-    reused = reused_peer_sweeps(args.reuse_peer, args) if args.reuse_peer else {}
+    seeds = sampling_seeds(sampling)
+    reused = reused_peer_sweeps(args.reuse_peer, args, seeds) if args.reuse_peer else {}
     rows = []
     for budget in args.budgets:
         load = [round(x, 2) for x in os.getloadavg()]
-        project = run_project(config, sampling, images, budget, args.num_samples, fid, args.clock)
+        project = run_project(config, sampling, images, labels, budget, args.num_samples, fid, args.clock)
         sweep = reused[budget] if budget in reused else peer_sweep(images, budget, sampling, args, fid)
         peer = min(sweep, key=lambda variant: variant["fid"])
         rows.append({"budget_seconds": budget, "load_average_start": load, "project": project, "peer": peer,
                      "peer_sweep": sweep, "peer_reused": budget in reused, "ratio": project["fid"] / peer["fid"]})
         print(f"budget {budget:g} s: project FID {project['fid']:.2f}, best peer FID {peer['fid']:.2f}", flush=True)
 
-    project_parameters = sum(p.numel() for p in build_model(config, images.shape[1], images.shape[-1]).parameters())
+    project_model = build_model(config, images.shape[1], images.shape[-1], num_classes=int(labels.max()) + 1)
+    project_parameters = sum(p.numel() for p in project_model.parameters())
     peer = peer_unet(args.peer_width, args.peer_layers, images.shape[1], images.shape[-1])
     results = {
         "device": {"name": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
@@ -422,6 +450,7 @@ def main(argv=None) -> dict:
         "parameters": {"project": project_parameters, "peer": sum(p.numel() for p in peer.parameters())},
         "classifier": fid.info,
         "num_samples": args.num_samples,
+        "sampling_seeds": seeds,
         "budgets": rows,
         "target_ratio": TARGET_RATIO,
         "target_met": all(row["ratio"] <= TARGET_RATIO for row in rows),

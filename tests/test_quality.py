@@ -4,13 +4,26 @@ import json
 import math
 
 import pytest
+import torch
+import yaml
 
 from ddpm.data import load_dataset, prepare_dataset
 from tests.workflow import TINY as TINY_CONFIG  # the tiny workflow config
 
-TINY_ARGS = ["--config", str(TINY_CONFIG), "--experiment", "lr_high", "--budgets", "1.5", "--num-samples", "24",
+TINY_ARGS = ["--experiment", "lr_high", "--budgets", "1.5", "--num-samples", "24",
         "--classifier-epochs", "1", "--peer-width", "8", "--peer-layers", "1", "--peer-ddim-steps", "4",
         "--threads", "1", "--peer-lrs", "8e-3", "--peer-ema-decays", "0.9999", "--peer-etas", "0", "1"]
+
+
+@pytest.fixture
+def conditional_config(tmp_path):
+    """The tiny config with `lr_high` class-conditional and sampled under classifier-free guidance at scale 2."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["experiments"]["lr_high"]["class_conditional"] = True
+    config["sampling"].update(guidance="cfg", guidance_scale=2.0)
+    path = tmp_path / "conditional.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return ["--config", str(path)]
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +34,16 @@ def quality():
     return quality
 
 
-def test_quality_writes_json_with_every_number(quality, tmp_path, monkeypatch):
+def test_quality_writes_json_with_every_number(quality, conditional_config, tmp_path, monkeypatch):
+    args = conditional_config + TINY_ARGS
     out = tmp_path / "quality.json"
-    quality.main(TINY_ARGS + ["--out", str(out)])
+    quality.main(args + ["--out", str(out)])
     results = json.loads(out.read_text())
 
     assert results["recipe"]["experiment"] == "lr_high"
     assert results["recipe"]["train_config"]["lr"] == 3.0e-3 and results["recipe"]["train_config"]["device"] == "cpu"
+    assert results["recipe"]["train_config"]["class_conditional"]  # trained on the digits' labels
+    assert results["sampling_seeds"] == [0, 1]  # the tiny config's two draws
     assert results["device"]["threads"] == 1 and results["device"]["diffusers"]
     assert results["parameters"]["project"] > 0 and results["parameters"]["peer"] > 0
     assert results["peer_recipe"]["unet"]["block_out_channels"] == [8, 16, 16]
@@ -39,6 +55,10 @@ def test_quality_writes_json_with_every_number(quality, tmp_path, monkeypatch):
             assert row[side][key] > 0, (side, key)
         assert math.isfinite(row[side]["fid"]) and row[side]["fid"] > 0, side
         assert math.isfinite(row[side]["final_loss"]), side
+        draws = row[side]["fid_draws"]  # each side's FID is the mean over the two sampling draws
+        assert len(draws) == 2 and draws[0] != draws[1], side
+        assert row[side]["fid"] == pytest.approx(sum(draws) / 2), side
+        assert row[side]["fid_sampling_se"] == pytest.approx(abs(draws[0] - draws[1]) / 2), side
     assert row["project"]["epochs"] >= 1 and row["project"]["steps"] == row["project"]["epochs"] * (1797 // 64)
     # the peer is the best of its sweep: both schedules, each sampled at both etas
     sweep = row["peer_sweep"]
@@ -55,10 +75,12 @@ def test_quality_writes_json_with_every_number(quality, tmp_path, monkeypatch):
 
     # a second run takes the peer's sweep from the first's JSON instead of training it
     monkeypatch.setattr(quality, "run_peer", lambda *args: pytest.fail("the peer was trained again"))
-    again = quality.main(TINY_ARGS + ["--out", str(tmp_path / "again.json"), "--reuse-peer", str(out)])
+    again = quality.main(args + ["--out", str(tmp_path / "again.json"), "--reuse-peer", str(out)])
     assert again["budgets"][0]["peer_sweep"] == sweep and again["budgets"][0]["peer_reused"]
     with pytest.raises(SystemExit, match=r"its peer ran with other --peer-lrs"):
-        quality.main(TINY_ARGS + ["--peer-lrs", "1e-3", "--out", str(tmp_path / "x.json"), "--reuse-peer", str(out)])
+        quality.main(args + ["--peer-lrs", "1e-3", "--out", str(tmp_path / "x.json"), "--reuse-peer", str(out)])
+    with pytest.raises(SystemExit, match=r"its peer drew at sampling seeds \[0, 1\], this config's are \[0, 1, 2\]"):
+        quality.reused_peer_sweeps(str(out), quality.parse_args(args), [0, 1, 2])
 
 
 def test_peer_trains_for_the_given_cpu_seconds(quality, tmp_path):
@@ -66,11 +88,14 @@ def test_peer_trains_for_the_given_cpu_seconds(quality, tmp_path):
     images, _ = load_dataset(tmp_path)
     args = quality.parse_args(TINY_ARGS + ["--clock", "cpu"])
     recipe = {"schedule": "squaredcos_cap_v2", "lr": 2e-3, "ema_decay": 0.995}
-    results = quality.run_peer(images, 1.0, {"batch_size": 24}, args, lambda samples: float(len(samples)), recipe)
+    drawn = []
+    results = quality.run_peer(images, 1.0, {"batch_size": 24, "seed": 5, "draws": 3}, args,
+                               lambda samples: drawn.append(samples) or float(len(samples)), recipe)
     assert [result["eta"] for result in results] == [0, 1]
+    assert not torch.equal(drawn[0], drawn[1]) and not torch.equal(drawn[1], drawn[2])  # seeds 5, 6, 7 differ
     for result in results:
         assert result["train_cpu_seconds"] == pytest.approx(1.0, rel=0.25)
-        assert result["fid"] == 24  # the number of samples it drew
+        assert result["fid_draws"] == [24, 24, 24] and result["fid"] == 24  # the number of samples of each draw
         assert {k: result[k] for k in recipe} == recipe
 
 
