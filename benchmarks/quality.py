@@ -65,7 +65,7 @@ from benchmarks.bench import device_name, fmt, write_json
 from ddpm.config import TrainConfig
 from ddpm.data import load_dataset, prepare_dataset, to_model_range, to_uint8
 from ddpm.dataset_info import check_dataset
-from ddpm.experiments import experiment_configs
+from ddpm.experiments import expand_runs, experiment_configs
 from ddpm.extractors import extract_features, load_extractor, train_classifier
 from ddpm.metrics import feature_statistics, frechet_distance, mean_and_standard_error, reference_statistics
 from ddpm.models import build_model
@@ -128,8 +128,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_recipe(config_path: str | Path, experiment: str | None) -> tuple[str, TrainConfig, dict]:
-    """(experiment name, its TrainConfig on the CPU, the sampling section), resolved as the Snakefile does:
-    the schema's defaults filled in by Snakemake's validate(), then ddpm.experiments.experiment_configs."""
+    """(experiment name, its TrainConfig on the CPU, its sampling section), resolved as the Snakefile does: the
+    schema's defaults filled in by Snakemake's validate(), then ddpm.experiments.experiment_configs, and the
+    experiment's own `sampling` over the config's (ddpm.experiments.expand_runs). Autoguidance is refused: its guide
+    is another trained checkpoint, which this benchmark does not train."""
     from snakemake.utils import validate
 
     with open(config_path) as f:
@@ -138,12 +140,17 @@ def load_recipe(config_path: str | Path, experiment: str | None) -> tuple[str, T
     if workflow_config["dataset"]["name"] != "digits":
         raise ValueError(f"{config_path}: dataset.name must be 'digits' for this benchmark, "
                          f"got {workflow_config['dataset']['name']!r}")
-    configs = experiment_configs(workflow_config, check_dataset(**workflow_config["dataset"]))
+    dataset = check_dataset(**workflow_config["dataset"])
+    configs = experiment_configs(workflow_config, dataset)
     name = experiment if experiment is not None else next(iter(configs))
     if name not in configs:
         raise ValueError(f"--experiment must be one of {list(configs)} (the experiments of {config_path}), "
                          f"got {name!r}")
-    return name, dataclasses.replace(configs[name], device="cpu"), workflow_config["sampling"]
+    sampling = next(run.sampling for run in expand_runs(workflow_config, dataset).values() if run.parent == name)
+    if sampling["guidance"] == "auto":
+        raise ValueError(f"experiment {name!r} of {config_path}: sampling.guidance must be 'none' or 'cfg' for this "
+                         f"benchmark, got 'auto' (its guide is another checkpoint, which the benchmark does not train)")
+    return name, dataclasses.replace(configs[name], device="cpu"), sampling
 
 
 # ---------------------------------------------------------------- FID

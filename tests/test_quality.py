@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from ddpm.data import load_dataset, prepare_dataset
-from tests.workflow import TINY as TINY_CONFIG  # the tiny workflow config
+from tests.workflow import ROOT, TINY as TINY_CONFIG  # the tiny workflow config
 
 TINY_ARGS = ["--experiment", "lr_high", "--budgets", "1.5", "--num-samples", "24",
         "--classifier-epochs", "1", "--peer-width", "8", "--peer-layers", "1", "--peer-ddim-steps", "4",
@@ -109,6 +109,15 @@ def test_recipe_is_defaults_plus_overrides_on_the_cpu(quality):
     assert name == "base"  # the first experiment
     assert (config.hidden_size, config.num_timesteps, config.lr, config.device) == (8, 20, 1.0e-3, "cpu")
     assert sampling["sampler"] == "ddim" and sampling["steps"] == 5 and sampling["seed"] == 0  # schema default
+
+
+def test_an_experiments_own_sampling_is_used_and_autoguidance_refused(quality):
+    guidance_config = ROOT / "config" / "guidance.yaml"
+    _, config, sampling = quality.load_recipe(guidance_config, "ddpm_cond")
+    assert config.class_conditional and sampling["guidance"] == "cfg" and sampling["sampler"] == "dpm_solver_sde"
+    assert quality.load_recipe(guidance_config, "small")[2]["guidance"] == "none"
+    with pytest.raises(ValueError, match=r"experiment 'ddpm' .*sampling.guidance must be 'none' or 'cfg'.*'auto'"):
+        quality.load_recipe(guidance_config, "ddpm")
 
 
 def test_other_datasets_are_refused(quality, tmp_path):
