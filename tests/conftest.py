@@ -8,6 +8,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
+# The test files that take longest on 2 CPU cores (docs/testing.md), longest first. The two pytest-xdist workers
+# take whole files in collection order (pyproject.toml: --no-loadscope-reorder), so these start first and the many
+# short files fill in beside them, rather than a long file running alone at the end.
+LONGEST_FIRST = ("test_workflow.py", "test_guided_workflow.py", "test_compiled_step.py", "test_distributed.py",
+                 "test_training.py", "test_seeds_and_sweeps.py", "test_resume.py", "test_slurm.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Run the LONGEST_FIRST files first, in that order; the others follow in collection order (a stable sort keeps
+    each file's tests in their order)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
 
 
 @pytest.fixture(autouse=True)
