@@ -15,19 +15,20 @@ For each budget B (seconds of training), in order, alternating so that load on a
    the EMA weights, with the config's `sampling` sampler, steps, eta, guidance and batch size (class-balanced for
    a class-conditional recipe), once per sampling draw.
 2. Peer: the recipe of diffusers' examples/unconditional_image_generation/train_unconditional.py at 8x8x1: a
-   UNet2DModel with block_out_channels (w, 2w, 2w), `--peer-layers` ResNet layers per block and self-attention
-   at 4x4 (the example puts it at its second-deepest level), DDPMScheduler(1000 steps), epsilon MSE, AdamW(betas
+   UNet2DModel with block_out_channels (w, 2w, 2w), `--peer-layers` ResNet layers per block and self-attention at
+   4x4 (the example puts it at its second-deepest level), DDPMScheduler(1000 steps), epsilon MSE, AdamW(betas
    (0.95, 0.999), weight decay 1e-6), a cosine learning rate with `--peer-warmup-steps` of warmup from
-   diffusers.optimization.get_scheduler, gradient clipping at 1.0, EMAModel with the example's warmup (inv_gamma
-   1, power 3/4), batch 64 in a fresh random order every epoch, sampled with DDIMScheduler over 50 steps from the
-   EMA weights (diffusers' DDIMPipeline), once per sampling draw. What a diffusers user tunes for their own run is swept at every budget,
-   and the best FID is the peer's: the beta schedule (`--peer-schedules`: linear, squaredcos_cap_v2), the lr
-   (`--peer-lrs`), the EMA's maximum decay (`--peer-ema-decays`) and, on each trained model, DDIM's eta
-   (`--peer-etas`). Each variant trains for the budget itself (a time-bounded loop that stops within half a step
-   of it); the cosine lr schedule's length is the step count the budget allows at the peer's speed, timed first
-   over a few throwaway steps (not counted). The sweep's table is printed. `--reuse-peer JSON` takes the peer's
-   sweep from an earlier run's JSON with the same budgets, clock, threads, seed and sweep (the peer does not
-   depend on the project's recipe), so that trying project recipes does not train the peer again.
+   diffusers.optimization.get_scheduler, gradient clipping at 1.0, EMAModel with the example's warmup (inv_gamma 1,
+   power 3/4), batch 64 in a fresh random order every epoch, sampled with DDIMScheduler over 50 steps from the EMA
+   weights (diffusers' DDIMPipeline), once per sampling draw. What a diffusers user tunes for their own run is
+   swept at every budget, and the best FID is the peer's: the beta schedule (`--peer-schedules`: linear,
+   squaredcos_cap_v2), the lr (`--peer-lrs`), the EMA's maximum decay (`--peer-ema-decays`) and, on each trained
+   model, DDIM's eta (`--peer-etas`). Each variant trains for the budget itself (a time-bounded loop that stops
+   within half a step of it); the cosine lr schedule's length is the step count the budget allows at the peer's
+   speed, timed first over a few throwaway steps (not counted). The sweep's table is printed. `--reuse-peer JSON`
+   takes the peer's sweep from an earlier run's JSON with the same budgets, clock, threads, seed, sweep and
+   sampling seeds (the peer does not depend on the project's recipe), so that trying project recipes does not train
+   the peer again.
 
 A budget counts wall seconds (`--clock wall`, the default: the loss CSV's `elapsed_seconds`), or, with `--clock
 cpu`, the CPU seconds of this process (for the project, of its whole train() call), which keeps the two sides
@@ -68,7 +69,6 @@ from ddpm.dataset_info import check_dataset
 from ddpm.experiments import expand_runs, experiment_configs
 from ddpm.extractors import extract_features, load_extractor, train_classifier
 from ddpm.metrics import feature_statistics, frechet_distance, mean_and_standard_error, reference_statistics
-from ddpm.models import build_model
 from ddpm.sampling import generate, sampler_arguments
 from ddpm.training import train
 
@@ -193,13 +193,15 @@ def score_draws(draw, seeds: list[int], fid: ClassifierFID) -> dict:
 
 def train_project(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
                   work_dir: Path) -> tuple[torch.nn.Module, dict]:
-    """A real train() run; returns the model (EMA weights) and its steps, training seconds and final loss."""
+    """A real train() run; returns the model (EMA weights) and its parameters, steps, training seconds and final
+    loss."""
     cpu_start = time.process_time()
     model = train(config, images, work_dir / "run", work_dir / "state", log=lambda message: None, labels=labels)
     cpu_seconds = time.process_time() - cpu_start
     with (work_dir / "run" / "losses.csv").open(newline="") as f:
         last = list(csv.DictReader(f))[-1]
-    return model, {"epochs": config.epochs, "steps": int(last["step"]), "train_seconds": float(last["elapsed_seconds"]),
+    return model, {"parameters": sum(p.numel() for p in model.parameters()), "epochs": config.epochs,
+                   "steps": int(last["step"]), "train_seconds": float(last["elapsed_seconds"]),
                    "train_cpu_seconds": cpu_seconds, "final_loss": float(last["loss"])}
 
 
@@ -442,8 +444,6 @@ def main(argv=None) -> dict:
                      "peer_sweep": sweep, "peer_reused": budget in reused, "ratio": project["fid"] / peer["fid"]})
         print(f"budget {budget:g} s: project FID {project['fid']:.2f}, best peer FID {peer['fid']:.2f}", flush=True)
 
-    project_model = build_model(config, images.shape[1], images.shape[-1], num_classes=int(labels.max()) + 1)
-    project_parameters = sum(p.numel() for p in project_model.parameters())
     peer = peer_unet(args.peer_width, args.peer_layers, images.shape[1], images.shape[-1])
     results = {
         "device": {"name": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
@@ -454,7 +454,7 @@ def main(argv=None) -> dict:
         "clock": args.clock,
         "recipe": {"experiment": experiment, "train_config": config.to_dict(), "sampling": sampling},
         "peer_recipe": peer_recipe(args, peer),
-        "parameters": {"project": project_parameters, "peer": sum(p.numel() for p in peer.parameters())},
+        "parameters": {"project": rows[0]["project"]["parameters"], "peer": sum(p.numel() for p in peer.parameters())},
         "classifier": fid.info,
         "num_samples": args.num_samples,
         "sampling_seeds": seeds,
