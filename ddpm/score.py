@@ -3,6 +3,8 @@ any uint8 samples, made here or elsewhere, as one JSON line on stdout.
 
     ddpm-fid results/ddpm/samples/epoch_40.npy --data data/digits --reference results/reference
     ddpm-fid their_samples/ --data data/digits            (a folder of PNGs; reference statistics cached once)
+    ddpm-fid results/ddpm/samples/epoch_40.npy --labels results/ddpm/samples/epoch_40_labels.npy --data data/digits
+                                                          (class-conditional samples: also their class_accuracy)
 
 Several SAMPLES are scored as the draws of one evaluation (the mean over them and its standard error): the evaluate
 job's files of one epoch (epoch_<E>.npy, epoch_<E>_draw1.npy, ...) give its row, to the last digit with the same
@@ -68,17 +70,17 @@ def _read_pngs(folder: Path) -> np.ndarray:
 
 
 def cached_reference(data_dir: str | Path, extractor: str, cache: str | Path | None, device: str,
-                     log=print) -> tuple[Path, Path | None]:
+                     log=print, need_classifier: bool = False) -> tuple[Path, Path | None]:
     """The reference statistics of the prepared dataset in `data_dir` for `extractor`, and the classifier's file
-    (None for inception), made once in `cache` (by default ~/.cache/ddpm-fid/<hash of images.npy>) as the workflow's
-    train_classifier and reference_stats jobs make them."""
+    (None for inception unless `need_classifier`, for class_accuracy), made once in `cache` (by default
+    ~/.cache/ddpm-fid/<hash of images.npy>) as the workflow's train_classifier and reference_stats jobs make them."""
     data_dir = Path(data_dir)
     if cache is None:
         with (data_dir / "images.npy").open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ddpm-fid" / digest
     cache = Path(cache)
-    classifier = cache / CLASSIFIER if extractor == "classifier" else None
+    classifier = cache / CLASSIFIER if extractor == "classifier" or need_classifier else None
     if classifier is not None and not classifier.is_file():
         log(f"training the FID classifier on {data_dir} once, into {classifier}")
         train_classifier(data_dir, classifier, device=device, log=log)
@@ -89,18 +91,24 @@ def cached_reference(data_dir: str | Path, extractor: str, cache: str | Path | N
 
 
 def score(samples: list[str | Path], data_dir: str | Path, reference: str | Path | None = None,
-          extractor: str = "classifier", cache: str | Path | None = None, device: str = "cpu", log=print) -> dict:
+          extractor: str = "classifier", cache: str | Path | None = None, device: str = "cpu",
+          labels: list[str | Path] | None = None, log=print) -> dict:
     """The metric row of `samples` (one file or folder per draw) as ddpm.metrics.evaluate_samples scores the
     workflow's, against `reference` (the workflow's reference folder) or the cached reference of `data_dir`:
-    `samples` (the paths), then the metrics, each with its `_sampling_se`, extractor, num_samples, sampling_draws,
-    num_reference, num_reference_features."""
+    `samples` (the paths), then the metrics, each with its `_sampling_se`, and with `labels` (one int .npy per draw,
+    the class each sample was drawn with) class_accuracy by the dataset's classifier; extractor, num_samples,
+    sampling_draws, num_reference, num_reference_features."""
     image_shape = np.load(Path(data_dir) / "images.npy", mmap_mode="r").shape[1:]
     draws = [read_samples(path, image_shape) for path in samples]
+    if labels is not None and len(labels) != len(samples):
+        raise ValueError(f"--labels: one file per SAMPLES, got {len(labels)} for {len(samples)}")
+    if labels is not None and not (Path(data_dir) / "labels.npy").is_file():
+        raise ValueError(f"--labels: class_accuracy needs the dataset's classifier, but {data_dir} has no labels.npy")
     if reference is None:
-        stats, classifier = cached_reference(data_dir, extractor, cache, device, log)
+        stats, classifier = cached_reference(data_dir, extractor, cache, device, log, need_classifier=labels is not None)
     else:
         stats = Path(reference) / STATS.format(extractor=extractor)
-        classifier = Path(reference) / CLASSIFIER if extractor == "classifier" else None
+        classifier = Path(reference) / CLASSIFIER if extractor == "classifier" or labels is not None else None
         missing = [str(f) for f in (stats, classifier) if f is not None and not f.is_file()]
         if missing:
             raise ValueError(f"--reference: {reference} holds no {' or '.join(missing)}: give the workflow's "
@@ -112,18 +120,21 @@ def score(samples: list[str | Path], data_dir: str | Path, reference: str | Path
             if files[-1] != path:
                 np.save(files[-1], draw)
         row = evaluate_samples(files, stats, data_dir, Path(folder) / "row.json", "", 0, extractor,
-                               classifier=classifier, device=device, log=log)
+                               classifier=classifier, device=device, labels=labels, log=log)
     del row["experiment"], row["epoch"]
     return {"samples": [str(path) for path in samples], **row}
 
 
 def main(argv: list[str] | None = None) -> None:
-    """ddpm-fid SAMPLES... --data DIR [--reference DIR] [--extractor classifier|inception] [--out metrics.json]."""
+    """ddpm-fid SAMPLES... --data DIR [--labels LABELS...] [--reference DIR] [--extractor classifier|inception]
+    [--out metrics.json]."""
     parser = argparse.ArgumentParser(prog="ddpm-fid", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("samples", nargs="+", metavar="SAMPLES",
                         help="uint8 (N, C, H, W) .npy or a folder of PNGs; several: the draws of one evaluation")
     parser.add_argument("--data", required=True, help="the prepared dataset, data/<dataset>")
+    parser.add_argument("--labels", nargs="+", metavar="LABELS",
+                        help="int .npy of (N,), one per SAMPLES: the class each sample was drawn with, for class_accuracy")
     parser.add_argument("--reference", help="the workflow's reference folder (results/reference)")
     parser.add_argument("--extractor", choices=EXTRACTORS, default="classifier")
     parser.add_argument("--cache", help="where the reference is made once without --reference")
@@ -136,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        row = score(args.samples, args.data, args.reference, args.extractor, args.cache, args.device,
+        row = score(args.samples, args.data, args.reference, args.extractor, args.cache, args.device, args.labels,
                     log=lambda message: print(message, file=sys.stderr))
     except ValueError as error:
         parser.error(str(error))

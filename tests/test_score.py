@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from ddpm.data import load_dataset, prepare_dataset
-from ddpm.metrics import evaluate_samples
+from ddpm.extractors import extract_features, load_extractor, predicted_labels
+from ddpm.metrics import class_accuracy, evaluate_samples
 from ddpm.score import main
 
 
@@ -86,3 +87,47 @@ def test_a_reference_folder_without_the_extractors_statistics_is_named(setup, ca
     with pytest.raises(SystemExit):
         main([str(draws[0]), "--data", str(root / "data"), "--reference", str(tmp_path)])
     assert "error: --reference: " in capsys.readouterr().err
+
+
+def test_labels_add_the_class_accuracy_of_the_evaluate_job(setup, capsys):
+    """With the classes the draws were 'drawn' with, the row adds class_accuracy, the evaluate job's to the last digit;
+    labels that the samples do not show (shifted by one class) score near 0; one label file per draw, or a clear
+    error naming --labels."""
+    root, draws = setup
+    _, labels = load_dataset(root / "all")
+    label_files = []
+    for index, start in enumerate((300, 400)):
+        label_files.append(root / f"labels{index}.npy")
+        np.save(label_files[-1], labels[start:start + 100].numpy())
+    row = run(capsys, *draws, "--labels", *label_files, "--data", root / "data", "--cache", root / "cache")
+    job = evaluate_samples(draws, root / "cache" / "classifier_stats.pt", root / "data", root / "job.json", "x", 1,
+                           "classifier", classifier=root / "cache" / "classifier.pt", device="cpu",
+                           labels=label_files, log=lambda m: None)
+    assert row["class_accuracy"] == job["class_accuracy"] > 0.8
+    assert row["class_accuracy_sampling_se"] == job["class_accuracy_sampling_se"] is not None
+    shifted = root / "shifted.npy"
+    np.save(shifted, (labels[300:400].numpy() + 1) % 10)
+    assert run(capsys, draws[0], "--labels", shifted, "--data", root / "data", "--cache", root / "cache")[
+        "class_accuracy"] < 0.1
+    with pytest.raises(SystemExit):
+        main([str(draws[0]), "--labels", *map(str, label_files), "--data", str(root / "data"), "--cache",
+              str(root / "cache")])
+    assert "error: --labels: one file per SAMPLES, got 2 for 1" in capsys.readouterr().err
+
+
+def test_labels_beside_inception_train_the_classifier_once_in_the_cache(tmp_path, capsys):
+    """class_accuracy beside the inception extractor: the cache gets the classifier too, and the accuracy is the one
+    that classifier gives (16 digits, one draw of 8: inception and its 2048-d FID are slow on the CPU)."""
+    prepare_dataset("digits", tmp_path / "all")
+    images, labels = load_dataset(tmp_path / "all")
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "images.npy", images[:16].numpy())
+    np.save(tmp_path / "data" / "labels.npy", labels[:16].numpy())
+    np.save(tmp_path / "draw.npy", images[100:108].numpy())
+    np.save(tmp_path / "labels.npy", labels[100:108].numpy())
+    row = run(capsys, tmp_path / "draw.npy", "--labels", tmp_path / "labels.npy", "--extractor", "inception",
+              "--data", tmp_path / "data", "--cache", tmp_path / "cache")
+    assert {f.name for f in (tmp_path / "cache").iterdir()} == {"classifier.pt", "inception_stats.pt"}
+    judge = load_extractor("classifier", tmp_path / "cache" / "classifier.pt")
+    assert row["extractor"] == "inception" and row["class_accuracy"] == class_accuracy(
+        predicted_labels(judge, extract_features(judge, images[100:108])), labels[100:108])
