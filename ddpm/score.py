@@ -100,12 +100,15 @@ def score(samples: list[str | Path], data_dir: str | Path, reference: str | Path
     sampling_draws, num_reference, num_reference_features."""
     image_shape = np.load(Path(data_dir) / "images.npy", mmap_mode="r").shape[1:]
     draws = [read_samples(path, image_shape) for path in samples]
-    if labels is not None and len(labels) != len(samples):
-        raise ValueError(f"--labels: one file per SAMPLES, got {len(labels)} for {len(samples)}")
-    if labels is not None and not (Path(data_dir) / "labels.npy").is_file():
-        raise ValueError(f"--labels: class_accuracy needs the dataset's classifier, but {data_dir} has no labels.npy")
+    if labels is not None:
+        if len(labels) != len(samples):
+            raise ValueError(f"--labels: one file per SAMPLES, got {len(labels)} for {len(samples)}")
+        if not (Path(data_dir) / "labels.npy").is_file():
+            raise ValueError(f"--labels: class_accuracy needs the dataset's classifier, but {data_dir} has no "
+                             "labels.npy")
     if reference is None:
-        stats, classifier = cached_reference(data_dir, extractor, cache, device, log, need_classifier=labels is not None)
+        stats, classifier = cached_reference(data_dir, extractor, cache, device, log,
+                                             need_classifier=labels is not None)
     else:
         stats = Path(reference) / STATS.format(extractor=extractor)
         classifier = Path(reference) / CLASSIFIER if extractor == "classifier" or labels is not None else None
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="uint8 (N, C, H, W) .npy or a folder of PNGs; several: the draws of one evaluation")
     parser.add_argument("--data", required=True, help="the prepared dataset, data/<dataset>")
     parser.add_argument("--labels", nargs="+", metavar="LABELS",
-                        help="int .npy of (N,), one per SAMPLES: the class each sample was drawn with, for class_accuracy")
+                        help="int .npy of (N,), one per SAMPLES: the class each sample was drawn with, for "
+                             "class_accuracy")
     parser.add_argument("--reference", help="the workflow's reference folder (results/reference)")
     parser.add_argument("--extractor", choices=EXTRACTORS, default="classifier")
     parser.add_argument("--cache", help="where the reference is made once without --reference")
