@@ -2,6 +2,7 @@ import random
 import shutil
 from pathlib import Path
 
+import coverage
 import numpy as np
 import pytest
 import torch
@@ -58,6 +59,34 @@ def one_thread_per_worker(worker_id):
     core that another worker holds."""
     if worker_id != "master":
         torch.set_num_threads(1)
+
+def pytest_runtest_setup(item):
+    """Under `--cov`, coverage's line tracer is paused while torch.compile compiles (between Dynamo's compile
+    callbacks): compiling runs a great deal of Python of its own (Dynamo, AOTAutograd, inductor), 1.5x slower
+    traced. Dynamo interprets the compiled functions' bytecode rather than running their lines, so the pause hides
+    no line of ddpm from the report. The callbacks are added before each test's fixtures are made, again where
+    torch._dynamo.reset() (explain() calls it) dropped them."""
+    from torch._dynamo.callback import callback_handler
+
+    if coverage.Coverage.current() is not None and pause_coverage not in callback_handler.start_callbacks:
+        callback_handler.register_start_callback(pause_coverage)
+        callback_handler.register_end_callback(resume_coverage)
+
+
+PAUSED_COVERAGE = []
+
+
+def pause_coverage(*_):
+    """Stop every running coverage, the innermost first (under pytest-xdist a worker runs two, one above the
+    other, and stopping the top one alone resumes the other)."""
+    while (running := coverage.Coverage.current()) is not None:
+        running.stop()
+        PAUSED_COVERAGE.append(running)
+
+
+def resume_coverage(*_):
+    while PAUSED_COVERAGE:
+        PAUSED_COVERAGE.pop().start()
 
 
 @pytest.fixture(scope="session")
