@@ -60,15 +60,19 @@ def one_thread_per_worker(worker_id):
     if worker_id != "master":
         torch.set_num_threads(1)
 
+
 def pytest_runtest_setup(item):
     """Under `--cov`, coverage's line tracer is paused while torch.compile compiles (between Dynamo's compile
     callbacks): compiling runs a great deal of Python of its own (Dynamo, AOTAutograd, inductor), 1.5x slower
     traced. Dynamo interprets the compiled functions' bytecode rather than running their lines, so the pause hides
     no line of ddpm from the report. The callbacks are added before each test's fixtures are made, again where
-    torch._dynamo.reset() (explain() calls it) dropped them."""
+    torch._dynamo.reset() (explain() calls it) dropped them. Without `--cov`, Dynamo is not imported for this
+    (3 s)."""
+    if coverage.Coverage.current() is None:
+        return
     from torch._dynamo.callback import callback_handler
 
-    if coverage.Coverage.current() is not None and pause_coverage not in callback_handler.start_callbacks:
+    if pause_coverage not in callback_handler.start_callbacks:
         callback_handler.register_start_callback(pause_coverage)
         callback_handler.register_end_callback(resume_coverage)
 
